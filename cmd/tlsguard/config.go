@@ -1,0 +1,326 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tlsguard/tlsguard/certs"
+	"github.com/tlsguard/tlsguard/logging"
+	"github.com/tlsguard/tlsguard/policy/yamlx"
+	"github.com/tlsguard/tlsguard/proxy"
+)
+
+// Config is tlsguard.yaml. Keys and defaults are documented in the README
+// and in tlsguard.example.yaml.
+type Config struct {
+	Pos             yamlx.Pos
+	Hostname        string         `yaml:"hostname"`
+	StateDir        string         `yaml:"state_dir"`
+	Listeners       []ListenerConf `yaml:"listeners"`
+	TLS             certs.Config   `yaml:"tls"`
+	Backend         BackendConf    `yaml:"backend"`
+	Auth            AuthConf       `yaml:"auth"`
+	Policy          string         `yaml:"policy"`
+	Log             logging.Config `yaml:"log"`
+	Limits          LimitsConf     `yaml:"limits"`
+	BareLineEndings string         `yaml:"bare_line_endings"`
+	ShutdownGrace   time.Duration  `yaml:"shutdown_grace"`
+
+	file string // the config file, absolute
+}
+
+// ListenerConf is one entry of listeners.
+type ListenerConf struct {
+	Pos        yamlx.Pos
+	Name       string `yaml:"name"`
+	Address    string `yaml:"address"`
+	TLS        string `yaml:"tls"`
+	RequireTLS bool   `yaml:"require_tls"`
+	Auth       *bool  `yaml:"auth"`
+}
+
+// BackendConf is the backend section.
+type BackendConf struct {
+	Pos           yamlx.Pos
+	Address       string        `yaml:"address"`
+	TLS           string        `yaml:"tls"`
+	Timeout       time.Duration `yaml:"timeout"`
+	TLSServerName string        `yaml:"tls_server_name"`
+	TLSCAFile     string        `yaml:"tls_ca_file"`
+	TLSSkipVerify bool          `yaml:"tls_skip_verify"`
+}
+
+// AuthConf is the auth section: where credentials are checked.
+type AuthConf struct {
+	Pos       yamlx.Pos
+	UsersFile string `yaml:"users_file"`
+	Backend   bool   `yaml:"backend"`
+}
+
+// LimitsConf is the limits section; zero means the default in proxy.DefaultLimits.
+type LimitsConf struct {
+	Pos              yamlx.Pos
+	MaxMessageSize   ByteSize      `yaml:"max_message_size"`
+	MaxRecipients    int           `yaml:"max_recipients"`
+	MaxLineLength    int           `yaml:"max_line_length"`
+	MaxSessions      int           `yaml:"max_sessions"`
+	MaxSessionsPerIP int           `yaml:"max_sessions_per_ip"`
+	CommandTimeout   time.Duration `yaml:"command_timeout"`
+	DataTimeout      time.Duration `yaml:"data_timeout"`
+	WriteTimeout     time.Duration `yaml:"write_timeout"`
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	AuthFailDelay    time.Duration `yaml:"auth_fail_delay"`
+	AuthMaxFailures  int           `yaml:"auth_max_failures"`
+	AuthFailWindow   time.Duration `yaml:"auth_fail_window"`
+}
+
+// ByteSize is a size in bytes, written as a number or with a unit: 512k,
+// 25M, 1G (binary: k=1024).
+type ByteSize int64
+
+// UnmarshalYAMLX implements yamlx.Unmarshaler.
+func (b *ByteSize) UnmarshalYAMLX(n *yaml.Node) error {
+	s := strings.TrimSpace(n.Value)
+	if n.Kind != yaml.ScalarNode || s == "" {
+		return fmt.Errorf("must be a size such as 25M")
+	}
+	mult := int64(1)
+	switch suf := strings.ToUpper(s[len(s)-1:]); suf {
+	case "K", "M", "G":
+		mult = map[string]int64{"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[suf]
+		s = strings.TrimSpace(s[:len(s)-1])
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 || v > (1<<40)/mult {
+		return fmt.Errorf("%q is not a size such as 25M", n.Value)
+	}
+	*b = ByteSize(v * mult)
+	return nil
+}
+
+// loadConfig reads, decodes and validates a config file. Relative paths in
+// it are resolved against the file's folder. The error lists every problem
+// as file:line: key: message.
+func loadConfig(path string) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, err
+	}
+	var c Config
+	if err := yamlx.Decode(path, data, &c); err != nil {
+		return nil, err
+	}
+	c.file = abs
+	if c.Pos.File == "" {
+		c.Pos = yamlx.Pos{File: path, Line: 1}
+	}
+	if errs := c.validate(); len(errs) > 0 {
+		return nil, errs
+	}
+	c.resolvePaths(filepath.Dir(abs))
+	return &c, nil
+}
+
+func (c *Config) validate() yamlx.Errors {
+	var errs yamlx.Errors
+	add := func(p yamlx.Pos, key, format string, args ...any) {
+		errs = append(errs, yamlx.Errorf(p, key, format, args...))
+	}
+	if c.Hostname == "" {
+		add(c.Pos, "hostname", "is required: the name clients connect to (greeting, certificate, EHLO to the backend)")
+	} else if !validHostname(c.Hostname) {
+		add(c.Pos, "hostname", "%q is not a valid host name", c.Hostname)
+	}
+	if c.StateDir == "" {
+		c.StateDir = "./state"
+	}
+	if len(c.Listeners) == 0 {
+		add(c.Pos, "listeners", "at least one listener is required")
+	}
+	names, addrs := map[string]bool{}, map[string]bool{}
+	needTLS := false
+	for _, l := range c.Listeners {
+		if l.Name == "" {
+			add(l.Pos, "name", "is required")
+		} else if names[l.Name] {
+			add(l.Pos, "name", "%q is used by another listener", l.Name)
+		}
+		names[l.Name] = true
+		if _, _, err := net.SplitHostPort(l.Address); err != nil {
+			add(l.Pos, "address", "%q is not host:port", l.Address)
+		} else if addrs[l.Address] {
+			add(l.Pos, "address", "%q is used by another listener", l.Address)
+		}
+		addrs[l.Address] = true
+		switch proxy.TLSMode(l.TLS) {
+		case proxy.TLSImplicit, proxy.TLSStartTLS:
+			needTLS = true
+		case proxy.TLSNone:
+			if l.RequireTLS {
+				add(l.Pos, "require_tls", "cannot be true on a listener with tls: none")
+			}
+		default:
+			add(l.Pos, "tls", "%q is not one of implicit, starttls, none", l.TLS)
+		}
+	}
+	if needTLS {
+		if err := c.TLS.Validate(); err != nil {
+			errs = append(errs, asErrors(err, c.Pos, "tls")...)
+		}
+	}
+	b := &c.Backend
+	b.Pos = c.section(b.Pos, "backend")
+	c.Auth.Pos = c.section(c.Auth.Pos, "auth")
+	c.Limits.Pos = c.section(c.Limits.Pos, "limits")
+	if b.Address == "" {
+		add(b.Pos, "address", "is required: host:port of the legacy mail server")
+	} else if _, _, err := net.SplitHostPort(b.Address); err != nil {
+		add(b.Pos, "address", "%q is not host:port", b.Address)
+	}
+	if b.TLS == "" {
+		b.TLS = string(proxy.TLSNone)
+	}
+	switch proxy.TLSMode(b.TLS) {
+	case proxy.TLSNone, proxy.TLSStartTLS, proxy.TLSImplicit:
+	default:
+		add(b.Pos, "tls", "%q is not one of none, starttls, implicit", b.TLS)
+	}
+	if b.Timeout == 0 {
+		b.Timeout = 30 * time.Second
+	}
+	if c.Auth.UsersFile != "" && c.Auth.Backend {
+		add(c.Auth.Pos, "backend", "choose one: users_file or backend: true")
+	}
+	if c.Policy == "" {
+		add(c.Pos, "policy", "is required: the relay policy file (see policies/default.yaml)")
+	}
+	if err := c.Log.Validate(); err != nil {
+		add(c.Pos, "log", "%v", err)
+	}
+	switch proxy.BareLineEndings(c.BareLineEndings) {
+	case "", proxy.BareNormalize, proxy.BareReject:
+	default:
+		add(c.Pos, "bare_line_endings", "%q is not one of normalize, reject", c.BareLineEndings)
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 30 * time.Second
+	}
+	for _, f := range []struct {
+		key string
+		v   int
+	}{{"max_recipients", c.Limits.MaxRecipients}, {"max_line_length", c.Limits.MaxLineLength}, {"max_sessions", c.Limits.MaxSessions},
+		{"max_sessions_per_ip", c.Limits.MaxSessionsPerIP}, {"auth_max_failures", c.Limits.AuthMaxFailures}} {
+		if f.v < 0 {
+			add(c.Limits.Pos, f.key, "must not be negative")
+		}
+	}
+	if l := c.Limits.MaxLineLength; l != 0 && l < 1000 {
+		add(c.Limits.Pos, "max_line_length", "must be at least 1000 (RFC 5321 4.5.3.1.6)")
+	}
+	return errs
+}
+
+// section returns p, or for a section absent from the file, a position at
+// the top of the file named by key.
+func (c *Config) section(p yamlx.Pos, key string) yamlx.Pos {
+	if p.File != "" {
+		return p
+	}
+	return yamlx.Pos{File: c.Pos.File, Line: c.Pos.Line, Key: key}
+}
+
+// asErrors turns a sub-validator's error into positioned errors.
+func asErrors(err error, p yamlx.Pos, key string) yamlx.Errors {
+	switch e := err.(type) {
+	case yamlx.Errors:
+		return e
+	case *yamlx.Error:
+		return yamlx.Errors{e}
+	}
+	return yamlx.Errors{yamlx.Errorf(p, key, "%v", err)}
+}
+
+func validHostname(h string) bool {
+	if len(h) > 253 || strings.HasSuffix(h, ".") {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// resolvePaths makes file paths absolute, relative to the config's folder.
+func (c *Config) resolvePaths(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	abs(&c.StateDir)
+	abs(&c.Policy)
+	abs(&c.Auth.UsersFile)
+	abs(&c.Backend.TLSCAFile)
+	for i := range c.TLS.Certificates {
+		abs(&c.TLS.Certificates[i].Cert)
+		abs(&c.TLS.Certificates[i].Key)
+	}
+}
+
+// limits converts the limits section for the proxy.
+func (c *Config) limits() proxy.Limits {
+	l := c.Limits
+	return proxy.Limits{
+		MaxMessageBytes:  int64(l.MaxMessageSize),
+		MaxRecipients:    l.MaxRecipients,
+		MaxLineLength:    l.MaxLineLength,
+		MaxSessions:      l.MaxSessions,
+		MaxSessionsPerIP: l.MaxSessionsPerIP,
+		CommandTimeout:   l.CommandTimeout,
+		DataTimeout:      l.DataTimeout,
+		WriteTimeout:     l.WriteTimeout,
+		HandshakeTimeout: l.HandshakeTimeout,
+		AuthFailDelay:    l.AuthFailDelay,
+		AuthMaxFailures:  l.AuthMaxFailures,
+		AuthFailWindow:   l.AuthFailWindow,
+	}
+}
+
+// listeners converts the listeners section for the proxy. AUTH is on unless
+// a listener says auth: false.
+func (c *Config) listeners() []proxy.ListenerConfig {
+	out := make([]proxy.ListenerConfig, len(c.Listeners))
+	for i, l := range c.Listeners {
+		out[i] = proxy.ListenerConfig{Name: l.Name, Address: l.Address, TLS: proxy.TLSMode(l.TLS),
+			RequireTLS: l.RequireTLS, Auth: l.Auth == nil || *l.Auth}
+	}
+	return out
+}
+
+// needsTLS reports whether any listener uses TLS.
+func (c *Config) needsTLS() bool {
+	for _, l := range c.Listeners {
+		if l.TLS != string(proxy.TLSNone) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/tlsguard/tlsguard/certs"
+	"github.com/tlsguard/tlsguard/logging"
+	"github.com/tlsguard/tlsguard/policy"
+	"github.com/tlsguard/tlsguard/proxy"
+)
+
+func init() {
+	register("serve", "run the proxy", runServe)
+}
+
+func runServe(args []string, _, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "tlsguard.yaml", "the config file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "tlsguard: invalid config:\n%v\n", err)
+		return 2
+	}
+	log, err := logging.New(cfg.Log)
+	if err != nil {
+		fmt.Fprintf(stderr, "tlsguard: %v\n", err)
+		return 2
+	}
+	defer log.Sync()
+	if err := serve(cfg, log); err != nil {
+		log.Error("tlsguard stopped", zap.Error(err))
+		fmt.Fprintf(stderr, "tlsguard: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// app is what a running tlsguard holds and reloads.
+type app struct {
+	cfg   *Config
+	log   *zap.Logger
+	certs *certs.Manager
+	srv   *proxy.Server
+}
+
+func serve(cfg *Config, log *zap.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	a := &app{cfg: cfg, log: log}
+	pol, err := policy.Load(cfg.Policy)
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	auth, err := a.authenticator()
+	if err != nil {
+		return err
+	}
+	var serverTLS *tls.Config
+	if cfg.needsTLS() {
+		if cfg.TLS.SelfSigned && len(cfg.TLS.Certificates) > 0 {
+			// self_signed is the fallback for when no files are listed.
+			cfg.TLS.SelfSigned = false
+		}
+		a.certs, err = certs.New(ctx, cfg.TLS, certs.Options{Hostname: cfg.Hostname, StateDir: cfg.StateDir, Logger: log})
+		if err != nil {
+			return fmt.Errorf("certificates: %w", err)
+		}
+		defer a.certs.Close()
+		serverTLS = a.certs.ServerConfig()
+	}
+	backend, err := a.backendConfig()
+	if err != nil {
+		return err
+	}
+	a.srv, err = proxy.New(proxy.Config{
+		Hostname:        cfg.Hostname,
+		Listeners:       cfg.listeners(),
+		TLS:             serverTLS,
+		Backend:         backend,
+		Limits:          cfg.limits(),
+		BareLineEndings: proxy.BareLineEndings(cfg.BareLineEndings),
+		Policy:          pol,
+		Auth:            auth,
+		Logger:          log,
+	})
+	if err != nil {
+		return err
+	}
+	if auth == nil {
+		log.Warn("no auth configured (auth.users_file or auth.backend): AUTH is not offered, only local delivery and trusted networks work")
+	}
+	startCtx, cancel := context.WithTimeout(ctx, cfg.Backend.Timeout)
+	err = a.srv.Start(startCtx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	log.Info("tlsguard ready", zap.String("hostname", cfg.Hostname), zap.String("config", cfg.file), zap.String("policy", cfg.Policy))
+
+	for {
+		select {
+		case <-hup:
+			a.reload()
+		case <-ctx.Done():
+			log.Info("shutting down", zap.Duration("grace", cfg.ShutdownGrace))
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+			defer cancel()
+			return a.srv.Shutdown(sctx)
+		}
+	}
+}
+
+// reload re-reads the policy, the credentials and the certificates. Each is
+// replaced only if its new version loads; otherwise the old one stays and the
+// error is logged.
+func (a *app) reload() {
+	a.log.Info("reload requested (SIGHUP)")
+	if pol, err := policy.Load(a.cfg.Policy); err != nil {
+		a.log.Error("policy reload refused; the old policy stays in force", zap.Error(err))
+	} else {
+		a.srv.SetPolicy(pol)
+		a.log.Info("policy reloaded", zap.String("policy", a.cfg.Policy))
+	}
+	if a.cfg.Auth.UsersFile != "" {
+		if auth, err := a.authenticator(); err != nil {
+			a.log.Error("users file reload refused; the old one stays in force", zap.Error(err))
+		} else {
+			a.srv.SetAuthenticator(auth)
+			a.log.Info("users file reloaded", zap.String("users_file", a.cfg.Auth.UsersFile))
+		}
+	}
+	if a.certs != nil {
+		if err := a.certs.Reload(); err != nil {
+			a.log.Error("certificate reload refused; the old certificates stay in force", zap.Error(err))
+		}
+	}
+}
+
+// authenticator builds the credential check the config asks for, or nil.
+func (a *app) authenticator() (proxy.Authenticator, error) {
+	switch {
+	case a.cfg.Auth.UsersFile != "":
+		h, err := policy.LoadHtpasswd(a.cfg.Auth.UsersFile)
+		if err != nil {
+			return nil, fmt.Errorf("auth.users_file: %w", err)
+		}
+		a.log.Info("users loaded", zap.String("users_file", a.cfg.Auth.UsersFile), zap.Int("users", h.Users()))
+		return htpasswdAuth{h}, nil
+	case a.cfg.Auth.Backend:
+		b, err := a.backendConfig()
+		if err != nil {
+			return nil, err
+		}
+		return proxy.NewBackendAuthenticator(b, a.cfg.Hostname), nil
+	}
+	return nil, nil
+}
+
+// htpasswdAuth adapts policy.Htpasswd to proxy.Authenticator.
+type htpasswdAuth struct{ h *policy.Htpasswd }
+
+func (h htpasswdAuth) Authenticate(_ context.Context, user, password string) (bool, error) {
+	return h.h.Verify(user, password), nil
+}
+
+// backendConfig builds the backend leg, with its TLS settings.
+func (a *app) backendConfig() (proxy.BackendConfig, error) {
+	b := a.cfg.Backend
+	out := proxy.BackendConfig{Address: b.Address, TLS: proxy.TLSMode(b.TLS), Timeout: b.Timeout}
+	if out.TLS == proxy.TLSNone {
+		return out, nil
+	}
+	host := b.TLSServerName
+	if host == "" {
+		host, _, _ = net.SplitHostPort(b.Address)
+	}
+	tc := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	if b.TLSCAFile != "" {
+		pem, err := os.ReadFile(b.TLSCAFile)
+		if err != nil {
+			return out, fmt.Errorf("backend.tls_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return out, fmt.Errorf("backend.tls_ca_file: %s: no PEM certificate found", b.TLSCAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if b.TLSSkipVerify {
+		a.log.Warn("backend.tls_skip_verify is on: the backend's certificate is not checked")
+		tc.InsecureSkipVerify = true
+	}
+	out.TLSConfig = tc
+	return out, nil
+}

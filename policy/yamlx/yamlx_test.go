@@ -1,0 +1,68 @@
+package yamlx_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsguard/tlsguard/policy/yamlx"
+)
+
+type backend struct {
+	Pos     yamlx.Pos
+	Address string        `yaml:"address"`
+	Timeout time.Duration `yaml:"timeout"`
+	Port    int           `yaml:"port"`
+	TLS     *bool         `yaml:"tls"`
+}
+
+type config struct {
+	Hostname string            `yaml:"hostname"`
+	Backends []backend         `yaml:"backends"`
+	Tags     map[string]string `yaml:"tags"`
+}
+
+func TestDecodeValid(t *testing.T) {
+	var c config
+	src := "hostname: mx\nbackends:\n  - address: a\n    timeout: 3s\n    port: 25\n    tls: true\ntags: {x: y}\n"
+	if err := yamlx.Decode("c.yaml", []byte(src), &c); err != nil {
+		t.Fatal(err)
+	}
+	b := c.Backends[0]
+	if c.Hostname != "mx" || b.Address != "a" || b.Timeout != 3*time.Second || b.Port != 25 || b.TLS == nil || !*b.TLS || c.Tags["x"] != "y" {
+		t.Fatalf("decoded %+v", c)
+	}
+	if b.Pos.Line != 3 || b.Pos.Key != "backends[0]" || b.Pos.File != "c.yaml" {
+		t.Fatalf("pos = %+v", b.Pos)
+	}
+}
+
+func TestDecodeErrorsNameFileLineKey(t *testing.T) {
+	cases := []struct{ src, want string }{
+		{"hostname: x\nbackends:\n  - address: a\n    timout: 3s\n", "c.yaml:4: backends[0].timout: unknown key"},
+		{"backends:\n  - port: abc\n", "c.yaml:2: backends[0].port: must be a whole number"},
+		{"backends:\n  - timeout: 3q\n", `c.yaml:2: backends[0].timeout: "3q" is not a duration`},
+		{"backends:\n  - tls: yes\n", `c.yaml:2: backends[0].tls: must be true or false`},
+		{"hostname: [x\n", "c.yaml:1: invalid YAML"},
+		{"hostname: a\nhostname: b\n", "c.yaml:2: hostname: duplicate key"},
+		{"hostname: a\n---\nhostname: b\n", "only one YAML document"},
+		{"backends: x\n", "c.yaml:1: backends: must be a list"},
+		{"hostname: {a: b}\n", "c.yaml:1: hostname: must be a string, not a mapping"},
+	}
+	for _, tc := range cases {
+		var c config
+		err := yamlx.Decode("c.yaml", []byte(tc.src), &c)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
+		}
+	}
+}
+
+func TestDecodeReportsAllErrors(t *testing.T) {
+	var c config
+	err := yamlx.Decode("c.yaml", []byte("a: 1\nb: 2\n"), &c)
+	es, ok := err.(yamlx.Errors)
+	if !ok || len(es) != 2 || es[0].Line != 1 || es[1].Line != 2 {
+		t.Fatalf("got %#v", err)
+	}
+}

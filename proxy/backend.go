@@ -1,0 +1,226 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
+)
+
+// backend dials the legacy server and remembers what it offers.
+type backend struct {
+	cfg      BackendConfig
+	hostname string
+	log      *zap.Logger
+
+	mu   sync.Mutex
+	caps capabilities
+}
+
+// capabilities are the backend EHLO keywords that change what we advertise.
+type capabilities struct {
+	smtputf8   bool
+	dsn        bool
+	requiretls bool
+	size       int64 // 0: no limit announced
+}
+
+func newBackend(cfg BackendConfig, hostname string, log *zap.Logger) *backend {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.TLS == "" {
+		cfg.TLS = TLSNone
+	}
+	return &backend{cfg: cfg, hostname: hostname, log: log}
+}
+
+func (b *backend) capabilities() capabilities {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.caps
+}
+
+// learn connects once to read the backend's EHLO.
+func (b *backend) learn(ctx context.Context) error {
+	c, err := b.dial(ctx)
+	if err != nil {
+		return err
+	}
+	c.quit()
+	return nil
+}
+
+// backendConn is one SMTP connection to the backend.
+type backendConn struct {
+	c   *smtp.Client
+	raw net.Conn
+}
+
+// dial connects, greets, does STARTTLS if configured and says EHLO. Errors
+// name the backend.
+func (b *backend) dial(ctx context.Context) (*backendConn, error) {
+	d := net.Dialer{Timeout: b.cfg.Timeout}
+	raw, err := d.DialContext(ctx, "tcp", b.cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %w", b.cfg.Address, err)
+	}
+	// Every write to the backend is bounded too (DATA streams through here).
+	raw = &deadlineConn{Conn: raw, timeout: b.cfg.Timeout}
+	var c *smtp.Client
+	switch b.cfg.TLS {
+	case TLSImplicit:
+		tc := tls.Client(raw, b.cfg.TLSConfig)
+		hctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+		err = tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("backend %s: TLS handshake: %w", b.cfg.Address, err)
+		}
+		c = smtp.NewClient(tc)
+	case TLSStartTLS:
+		// go-smtp says EHLO localhost before STARTTLS; the Hello below is
+		// the one that counts, inside TLS.
+		c, err = smtp.NewClientStartTLS(raw, b.cfg.TLSConfig)
+		if err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("backend %s: STARTTLS: %w", b.cfg.Address, err)
+		}
+	default:
+		c = smtp.NewClient(raw)
+	}
+	c.CommandTimeout = b.cfg.Timeout
+	c.SubmissionTimeout = b.cfg.Timeout
+	if err := c.Hello(b.hostname); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("backend %s: EHLO: %w", b.cfg.Address, err)
+	}
+	b.record(c)
+	return &backendConn{c: c, raw: raw}, nil
+}
+
+// record notes the backend's extensions, and says when they changed: the
+// advertised set is fixed per listener at start, so a backend that lost an
+// extension is handled per transaction (the client gets the backend's refusal).
+func (b *backend) record(c *smtp.Client) {
+	var caps capabilities
+	caps.smtputf8, _ = c.Extension("SMTPUTF8")
+	caps.dsn, _ = c.Extension("DSN")
+	caps.requiretls, _ = c.Extension("REQUIRETLS")
+	if ok, v := c.Extension("SIZE"); ok {
+		caps.size, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	}
+	b.mu.Lock()
+	old := b.caps
+	b.caps = caps
+	b.mu.Unlock()
+	if old != caps {
+		b.log.Info("backend extensions", zap.Bool("smtputf8", caps.smtputf8), zap.Bool("dsn", caps.dsn),
+			zap.Bool("requiretls", caps.requiretls), zap.Int64("size", caps.size))
+	}
+}
+
+// quit ends the session politely but never waits longer than the timeouts.
+func (bc *backendConn) quit() {
+	bc.c.Quit()
+	bc.c.Close()
+}
+
+// abort drops the connection without QUIT: an unfinished DATA is discarded by
+// the backend because it never sees the final dot.
+func (bc *backendConn) abort() { bc.c.Close() }
+
+// deadlineConn gives every read and write its own deadline.
+type deadlineConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (d *deadlineConn) Read(b []byte) (int, error) {
+	d.Conn.SetReadDeadline(time.Now().Add(d.timeout))
+	return d.Conn.Read(b)
+}
+
+func (d *deadlineConn) Write(b []byte) (int, error) {
+	d.Conn.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.Conn.Write(b)
+}
+
+// SetDeadline is what go-smtp's client calls around each command; keep our
+// per-operation deadlines instead of its "no deadline" reset.
+func (d *deadlineConn) SetDeadline(t time.Time) error { return nil }
+
+// backendReply turns what the backend said into a reply for the client: its
+// own *smtp.SMTPError, flattened to one line, passes through verbatim;
+// anything else (network, timeout) means the backend failed: 451 4.4.1.
+func backendReply(err error) *smtp.SMTPError {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		out := *se
+		out.Message = flatten(se.Message)
+		if out.EnhancedCode == smtp.EnhancedCodeNotSet {
+			// go-smtp misparses enhanced codes of multi-line replies whose
+			// code is only on the last line: recover it from the text.
+			if ec, rest, ok := splitEnhanced(out.Message); ok {
+				out.EnhancedCode, out.Message = ec, rest
+			}
+		}
+		if out.Code < 400 || out.Code > 599 {
+			// A reply code that makes no sense here (e.g. a 2xx where an
+			// error was expected): treat as a failure of the backend.
+			return errBackendFailed
+		}
+		return &out
+	}
+	return errBackendFailed
+}
+
+var nopLogger = zap.NewNop()
+
+var errBackendFailed = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Backend unavailable, please try again later"}
+
+// flatten joins a multi-line reply into one line, dropping repeated
+// enhanced codes.
+func flatten(msg string) string {
+	if !strings.Contains(msg, "\n") {
+		return msg
+	}
+	lines := strings.Split(msg, "\n")
+	for i, l := range lines {
+		if _, rest, ok := splitEnhanced(l); ok && i > 0 {
+			lines[i] = rest
+		}
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	return strings.Join(lines, " ")
+}
+
+// splitEnhanced splits "5.1.1 text" into its code and text.
+func splitEnhanced(s string) (smtp.EnhancedCode, string, bool) {
+	code, rest, _ := strings.Cut(s, " ")
+	parts := strings.Split(code, ".")
+	if len(parts) != 3 {
+		return smtp.EnhancedCode{}, s, false
+	}
+	var ec smtp.EnhancedCode
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 999 {
+			return smtp.EnhancedCode{}, s, false
+		}
+		ec[i] = n
+	}
+	if ec[0] != 2 && ec[0] != 4 && ec[0] != 5 {
+		return smtp.EnhancedCode{}, s, false
+	}
+	return ec, rest, true
+}

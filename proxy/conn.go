@@ -1,0 +1,150 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// conn wraps a client's TCP connection below TLS. It holds what lives as long
+// as the connection (go-smtp's Session restarts after STARTTLS), and it
+// enforces what go-smtp does not:
+//
+//   - a sliding idle deadline on every read and write, so a slow but moving
+//     DATA upload is never cut off while a stalled one is (go-smtp's
+//     ReadTimeout is one deadline for a whole DATA, issue #196);
+//   - after a read timeout every later read fails at once, so a stalled DATA
+//     can never resynchronise into commands;
+//   - a STARTTLS handshake that fails closes the connection instead of
+//     letting go-smtp carry on in plaintext;
+//   - closeAfterReply: the next reply written is the last one.
+//
+// It stays below TLS (go-smtp detects TLS by a type check on *tls.Conn).
+type conn struct {
+	net.Conn
+	l     *listener
+	id    string
+	ip    netip.Addr
+	start time.Time
+
+	idle      atomic.Int64 // current idle timeout in nanoseconds
+	writeIdle time.Duration
+
+	mu            sync.Mutex
+	readErr       error // sticky: set after a timeout
+	startTLSSent  bool  // "220 Ready to start TLS" was written in plaintext
+	lastReply     bool  // close after the next write
+	closed        bool
+	bytesIn       int64
+	bytesOut      int64
+	closeOnce     sync.Once
+	sessionFields sessionSummary
+}
+
+// sessionSummary collects what the per-session log line reports.
+type sessionSummary struct {
+	user         string
+	tlsVersion   string
+	cipher       string
+	sni          string
+	transactions int
+	accepted     int
+	helo         string
+	endReason    string
+}
+
+// readyToStartTLS is the exact plaintext reply go-smtp writes before it
+// starts the handshake; anything plaintext written after it means the
+// handshake failed.
+var readyToStartTLS = []byte("220 2.0.0 Ready to start TLS")
+
+var errStalled = errors.New("client stalled past the timeout")
+
+func (c *conn) setIdle(d time.Duration) { c.idle.Store(int64(d)) }
+
+func (c *conn) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	err := c.readErr
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	if d := time.Duration(c.idle.Load()); d > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(d))
+	}
+	n, err := c.Conn.Read(b)
+	c.mu.Lock()
+	c.bytesIn += int64(n)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		// Sticky: nothing more is read from this client.
+		c.readErr = err
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+func (c *conn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	if c.startTLSSent && len(b) > 0 && b[0] >= '0' && b[0] <= '9' {
+		// A plaintext reply after "Ready to start TLS": go-smtp reports a
+		// failed handshake and would go on in plaintext. Close instead.
+		c.mu.Unlock()
+		c.Close()
+		return 0, net.ErrClosed
+	}
+	// TLS records start with a content type byte (20 to 24), never with an
+	// ASCII digit, so the flag needs no clearing once the handshake runs.
+	if bytes.HasPrefix(b, readyToStartTLS) {
+		c.startTLSSent = true
+	}
+	last := c.lastReply
+	c.mu.Unlock()
+
+	if c.writeIdle > 0 {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle))
+	}
+	n, err := c.Conn.Write(b)
+	c.mu.Lock()
+	c.bytesOut += int64(n)
+	c.mu.Unlock()
+	if last {
+		c.Close()
+	}
+	return n, err
+}
+
+// closeAfterReply makes the next reply the last one on this connection.
+func (c *conn) closeAfterReply() {
+	c.mu.Lock()
+	c.lastReply = true
+	c.mu.Unlock()
+}
+
+// summary runs f with the session summary locked.
+func (c *conn) summary(f func(s *sessionSummary)) {
+	c.mu.Lock()
+	f(&c.sessionFields)
+	c.mu.Unlock()
+}
+
+// Close closes the connection once, releases its slot and logs the session.
+func (c *conn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		err = c.Conn.Close()
+		c.l.release(c)
+	})
+	return err
+}
+
+// timedOut reports whether a read on this connection ran past its deadline.
+func (c *conn) timedOut() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readErr != nil
+}

@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+var (
+	errNUL     = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message contains NUL characters"}
+	errBareEOL = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Message contains bare CR or LF line endings"}
+)
+
+// normalizer sits between the client's DATA and the backend's DotWriter. A
+// bare LF or bare CR becomes CRLF (or, in reject mode, fails the message);
+// a NUL fails the message. So the backend only ever sees CRLF line endings
+// and no byte it might read as one: no end-of-data sequence a client hides
+// from us can end the message early at the backend (SMTP smuggling, 2023).
+type normalizer struct {
+	w      io.Writer
+	reject bool
+	cr     bool // the last byte seen was a CR not yet followed by LF
+}
+
+var crlf = []byte("\r\n")
+
+func (n *normalizer) Write(p []byte) (int, error) {
+	done := 0
+	for len(p) > 0 {
+		if n.cr {
+			// The CR seen last ends a line either way.
+			if p[0] == '\n' {
+				p = p[1:]
+				done++
+			} else if n.reject {
+				return done, errBareEOL
+			}
+			n.cr = false
+			if _, err := n.w.Write(crlf); err != nil {
+				return done, err
+			}
+			continue
+		}
+		i := bytes.IndexAny(p, "\r\n\x00")
+		if i < 0 {
+			if _, err := n.w.Write(p); err != nil {
+				return done, err
+			}
+			return done + len(p), nil
+		}
+		if i > 0 {
+			if _, err := n.w.Write(p[:i]); err != nil {
+				return done, err
+			}
+		}
+		switch p[i] {
+		case 0:
+			return done + i, errNUL
+		case '\r':
+			n.cr = true
+		case '\n':
+			// A bare LF (a CRLF's LF is consumed above).
+			if n.reject {
+				return done + i, errBareEOL
+			}
+			if _, err := n.w.Write(crlf); err != nil {
+				return done + i, err
+			}
+		}
+		p = p[i+1:]
+		done += i + 1
+	}
+	return done, nil
+}
+
+// flush ends a message whose last byte was a bare CR.
+func (n *normalizer) flush() error {
+	if !n.cr {
+		return nil
+	}
+	n.cr = false
+	if n.reject {
+		return errBareEOL
+	}
+	_, err := n.w.Write(crlf)
+	return err
+}
+
+// receivedHeader is the trace header for the backend (RFC 5321 4.4), with
+// the RFC 3848 protocol word and the TLS version and cipher.
+func receivedHeader(s *session, tx *transaction) string {
+	proto := "ESMTP"
+	switch {
+	case s.tls != nil && s.user != "":
+		proto = "ESMTPSA"
+	case s.tls != nil:
+		proto = "ESMTPS"
+	case s.user != "":
+		proto = "ESMTPA"
+	}
+	var b strings.Builder
+	b.Grow(256)
+	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (tlsguard) with %s",
+		safeHeloName(s.helo), s.conn.ip, s.srv.cfg.Hostname, proto)
+	if s.tls != nil {
+		fmt.Fprintf(&b, "\r\n\t(using %s with cipher %s)", tlsVersionWord(s.tls.Version), cipherName(s.tls.CipherSuite))
+	}
+	fmt.Fprintf(&b, "\r\n\tid %s", s.conn.id)
+	if len(tx.rcpts) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", tx.rcpts[0].String())
+	}
+	fmt.Fprintf(&b, "; %s\r\n", time.Now().Format(time.RFC1123Z))
+	return b.String()
+}
+
+// safeHeloName keeps the client's HELO name printable and short: it is the
+// client's text and ends up in a header other software parses.
+func safeHeloName(h string) string {
+	if len(h) > 255 {
+		h = h[:255]
+	}
+	ok := func(r rune) bool {
+		return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(".-_:[]", r)
+	}
+	var b strings.Builder
+	for _, r := range h {
+		if ok(r) {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	if b.Len() == 0 {
+		return "unknown"
+	}
+	return b.String()
+}

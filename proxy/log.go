@@ -1,0 +1,76 @@
+package proxy
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// logSession writes the one line per connection. Field names are documented
+// in the README ("Log fields").
+func (s *Server) logSession(listener string, c *conn) {
+	c.mu.Lock()
+	sum := c.sessionFields
+	in, out := c.bytesIn, c.bytesOut
+	c.mu.Unlock()
+	s.log.Info("session",
+		zap.String("session", c.id),
+		zap.String("listener", listener),
+		zap.Stringer("client_ip", c.ip),
+		zap.String("helo", sum.helo),
+		zap.String("tls_version", sum.tlsVersion),
+		zap.String("tls_cipher", sum.cipher),
+		zap.String("sni", sum.sni),
+		zap.String("user", sum.user),
+		zap.Int("transactions", sum.transactions),
+		zap.Int("delivered", sum.accepted),
+		zap.Int64("bytes_in", in),
+		zap.Int64("bytes_out", out),
+		zap.String("end", sum.endReason),
+		zap.Duration("duration_ms", time.Since(c.start)),
+	)
+}
+
+// logTransaction writes the one line per MAIL transaction: the forensic
+// record of what was asked, what was decided and what the backend said.
+func (s *Server) logTransaction(ss *session, tx *transaction) {
+	rcpts := make([]string, len(tx.rcpts))
+	for i, r := range tx.rcpts {
+		rcpts[i] = r.String()
+	}
+	fields := []zap.Field{
+		zap.String("session", ss.conn.id),
+		zap.String("listener", ss.lc.Name),
+		zap.Stringer("client_ip", ss.conn.ip),
+		zap.Bool("tls", ss.tls != nil),
+		zap.String("user", ss.user),
+		zap.String("from", tx.from.String()),
+		zap.Strings("rcpts", rcpts),
+		zap.Strings("rules", tx.rules),
+		zap.Array("refused", refusals(tx.refused)),
+		zap.Bool("delivered", tx.delivered),
+		zap.String("result", tx.result),
+		zap.Int64("bytes", tx.bytes),
+		zap.Duration("duration_ms", time.Since(tx.start)),
+	}
+	if ss.tls != nil {
+		fields = append(fields, zap.String("tls_version", tlsVersionWord(ss.tls.Version)),
+			zap.String("tls_cipher", cipherName(ss.tls.CipherSuite)), zap.String("sni", ss.tls.ServerName))
+	}
+	s.log.Info("transaction", fields...)
+}
+
+type refusals []refusal
+
+func (rs refusals) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, r := range rs {
+		enc.AppendObject(zapcore.ObjectMarshalerFunc(func(o zapcore.ObjectEncoder) error {
+			o.AddString("rcpt", r.rcpt)
+			o.AddString("rule", r.rule)
+			o.AddString("reply", r.reply)
+			return nil
+		}))
+	}
+	return nil
+}

@@ -1,0 +1,350 @@
+// Package proxy is tlsguard's SMTP front end: listeners (implicit TLS,
+// STARTTLS, plaintext), go-smtp sessions with safe AUTH, relay decisions from
+// package policy, and streaming of accepted messages to the legacy backend.
+//
+// A message is acknowledged to the client only after the backend accepted
+// it: the proxy never queues.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
+
+	"github.com/tlsguard/tlsguard/policy"
+)
+
+// TLSMode says how a listener or the backend leg uses TLS.
+type TLSMode string
+
+// TLS modes.
+const (
+	TLSNone     TLSMode = "none"     // plaintext only
+	TLSStartTLS TLSMode = "starttls" // plaintext greeting, upgrade with STARTTLS
+	TLSImplicit TLSMode = "implicit" // TLS from the first byte
+)
+
+// ListenerConfig describes one listening socket.
+type ListenerConfig struct {
+	// Name identifies the listener in logs and policy rules.
+	Name string
+	// Address is host:port to listen on.
+	Address string
+	// TLS is implicit, starttls or none.
+	TLS TLSMode
+	// RequireTLS refuses MAIL before STARTTLS with 530 5.7.0.
+	RequireTLS bool
+	// Auth offers AUTH (after TLS only). False never offers it (an MX port).
+	Auth bool
+}
+
+// BackendConfig describes the legacy server that receives accepted mail.
+type BackendConfig struct {
+	// Address is host:port of the backend.
+	Address string
+	// TLS is how to talk to the backend: none, starttls or implicit.
+	TLS TLSMode
+	// TLSConfig is used when TLS is not none; ServerName must be set.
+	TLSConfig *tls.Config
+	// Timeout bounds the connection and each command; DATA is bounded by
+	// Timeout per write and per reply.
+	Timeout time.Duration
+}
+
+// Limits bound what one client may use. Zero fields take the defaults from
+// DefaultLimits.
+type Limits struct {
+	MaxMessageBytes  int64         // SIZE advertised; larger messages get 552 5.3.4
+	MaxRecipients    int           // per message; more get 452 4.5.3
+	MaxLineLength    int           // command and DATA line length
+	MaxSessions      int           // open sessions in total
+	MaxSessionsPerIP int           // open sessions per client IP
+	CommandTimeout   time.Duration // idle time allowed between reads outside DATA
+	DataTimeout      time.Duration // idle time allowed between reads inside DATA
+	WriteTimeout     time.Duration // time allowed for one write to the client
+	HandshakeTimeout time.Duration // TLS handshake (and the EHLO after STARTTLS)
+	AuthFailDelay    time.Duration // delay before answering a failed AUTH
+	AuthMaxFailures  int           // failures per IP (or user) in AuthFailWindow before 421
+	AuthFailWindow   time.Duration // how long a failure is remembered
+}
+
+// DefaultLimits are the limits used for zero fields.
+var DefaultLimits = Limits{
+	MaxMessageBytes:  25 << 20,
+	MaxRecipients:    100,
+	MaxLineLength:    2000,
+	MaxSessions:      2000,
+	MaxSessionsPerIP: 50,
+	CommandTimeout:   5 * time.Minute, // RFC 5321 4.5.3.2.7
+	DataTimeout:      3 * time.Minute, // RFC 5321 4.5.3.2.5 is the client's; ours per read
+	WriteTimeout:     time.Minute,
+	HandshakeTimeout: 30 * time.Second,
+	AuthFailDelay:    2 * time.Second,
+	AuthMaxFailures:  5,
+	AuthFailWindow:   15 * time.Minute,
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	pick := func(v, def time.Duration) time.Duration {
+		if v == 0 {
+			return def
+		}
+		return v
+	}
+	if l.MaxMessageBytes == 0 {
+		l.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if l.MaxRecipients == 0 {
+		l.MaxRecipients = d.MaxRecipients
+	}
+	if l.MaxLineLength == 0 {
+		l.MaxLineLength = d.MaxLineLength
+	}
+	if l.MaxSessions == 0 {
+		l.MaxSessions = d.MaxSessions
+	}
+	if l.MaxSessionsPerIP == 0 {
+		l.MaxSessionsPerIP = d.MaxSessionsPerIP
+	}
+	if l.AuthMaxFailures == 0 {
+		l.AuthMaxFailures = d.AuthMaxFailures
+	}
+	l.CommandTimeout = pick(l.CommandTimeout, d.CommandTimeout)
+	l.DataTimeout = pick(l.DataTimeout, d.DataTimeout)
+	l.WriteTimeout = pick(l.WriteTimeout, d.WriteTimeout)
+	l.HandshakeTimeout = pick(l.HandshakeTimeout, d.HandshakeTimeout)
+	l.AuthFailDelay = pick(l.AuthFailDelay, d.AuthFailDelay)
+	l.AuthFailWindow = pick(l.AuthFailWindow, d.AuthFailWindow)
+	return l
+}
+
+// Authenticator checks a user name and password.
+type Authenticator interface {
+	// Authenticate reports whether the password is right for user. An error
+	// means the check could not be made (the client gets a 4xx).
+	Authenticate(ctx context.Context, user, password string) (bool, error)
+}
+
+// BareLineEndings says what happens to a bare CR or LF in a message.
+type BareLineEndings string
+
+// Bare line ending handling.
+const (
+	BareNormalize BareLineEndings = "normalize" // turn into CRLF (default, as Postfix 3.9 "normalize")
+	BareReject    BareLineEndings = "reject"    // refuse the message with 550 5.5.2
+)
+
+// Config is everything a Server needs.
+type Config struct {
+	// Hostname is used in the greeting, the Received header and EHLO to the backend.
+	Hostname string
+	// Listeners to open.
+	Listeners []ListenerConfig
+	// TLS is the server TLS configuration for implicit TLS and STARTTLS.
+	TLS *tls.Config
+	// Backend receives accepted mail.
+	Backend BackendConfig
+	// Limits; zero fields take DefaultLimits.
+	Limits Limits
+	// BareLineEndings: normalize (default) or reject.
+	BareLineEndings BareLineEndings
+	// Policy decides relaying. Replace it at run time with SetPolicy.
+	Policy *policy.Policy
+	// Auth checks credentials; nil offers no AUTH anywhere.
+	Auth Authenticator
+	// Logger receives session and transaction lines; nil discards.
+	Logger *zap.Logger
+}
+
+// Server runs the listeners of one configuration.
+type Server struct {
+	cfg      Config
+	limits   Limits
+	log      *zap.Logger
+	policy   atomic.Pointer[policy.Policy]
+	auth     atomic.Pointer[authHolder]
+	backend  *backend
+	sessions sessionTable
+	throttle *throttle
+
+	mu        sync.Mutex
+	servers   []*smtp.Server
+	listeners []*listener
+	wg        sync.WaitGroup
+}
+
+type authHolder struct{ a Authenticator }
+
+// New checks cfg and builds a Server; nothing listens until Start.
+func New(cfg Config) (*Server, error) {
+	if cfg.Hostname == "" {
+		return nil, errors.New("proxy: hostname is empty")
+	}
+	if cfg.Policy == nil {
+		return nil, errors.New("proxy: no policy")
+	}
+	if cfg.BareLineEndings == "" {
+		cfg.BareLineEndings = BareNormalize
+	}
+	for _, l := range cfg.Listeners {
+		if l.TLS != TLSNone && cfg.TLS == nil {
+			return nil, fmt.Errorf("proxy: listener %s: TLS %s needs a TLS configuration", l.Name, l.TLS)
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	s := &Server{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log}
+	s.sessions = sessionTable{perIP: map[netip.Addr]int{}, maxTotal: s.limits.MaxSessions, maxPerIP: s.limits.MaxSessionsPerIP}
+	s.throttle = newThrottle(s.limits.AuthMaxFailures, s.limits.AuthFailWindow, 100_000)
+	s.policy.Store(cfg.Policy)
+	s.auth.Store(&authHolder{cfg.Auth})
+	s.backend = newBackend(cfg.Backend, cfg.Hostname, log.Named("backend"))
+	return s, nil
+}
+
+// SetPolicy replaces the policy for transactions that start from now on.
+func (s *Server) SetPolicy(p *policy.Policy) { s.policy.Store(p) }
+
+// SetAuthenticator replaces the credential check for AUTH from now on.
+func (s *Server) SetAuthenticator(a Authenticator) { s.auth.Store(&authHolder{a}) }
+
+// Start learns the backend's extensions, binds every listener (all or none)
+// and serves them in the background.
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.backend.learn(ctx); err != nil {
+		// Not fatal: the backend may come up later. Advertise only what every
+		// backend can take and say so.
+		s.log.Warn("backend not reachable at start; advertising the minimal extension set", zap.String("backend", s.cfg.Backend.Address), zap.Error(err))
+	}
+	var raws []net.Listener
+	for _, lc := range s.cfg.Listeners {
+		raw, err := net.Listen("tcp", lc.Address)
+		if err != nil {
+			for _, r := range raws {
+				r.Close()
+			}
+			return fmt.Errorf("listener %s: %w", lc.Name, err)
+		}
+		raws = append(raws, raw)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, lc := range s.cfg.Listeners {
+		l := newListener(s, raws[i], lc, s.cfg.TLS)
+		srv := s.smtpServer(lc)
+		s.servers = append(s.servers, srv)
+		s.listeners = append(s.listeners, l)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := srv.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, smtp.ErrServerClosed) {
+				s.log.Error("listener stopped", zap.String("listener", lc.Name), zap.Error(err))
+			}
+		}()
+		s.log.Info("listening", zap.String("listener", lc.Name), zap.Stringer("address", raws[i].Addr()),
+			zap.String("tls", string(lc.TLS)), zap.Bool("require_tls", lc.RequireTLS), zap.Bool("auth", lc.Auth && s.cfg.Auth != nil))
+	}
+	return nil
+}
+
+// Addrs returns the bound address of each listener, in config order.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]net.Addr, len(s.listeners))
+	for i, l := range s.listeners {
+		out[i] = l.Addr()
+	}
+	return out
+}
+
+// smtpServer configures go-smtp for one listener.
+func (s *Server) smtpServer(lc ListenerConfig) *smtp.Server {
+	srv := smtp.NewServer(&smtpBackend{srv: s, lc: lc})
+	srv.Domain = s.cfg.Hostname
+	srv.ErrorLog = zapErrorLog{s.log.Named("smtp")}
+	// go-smtp refuses a message of exactly MaxMessageBytes: add one.
+	srv.MaxMessageBytes = s.advertisedSize() + 1
+	srv.MaxRecipients = s.limits.MaxRecipients
+	srv.MaxLineLength = s.limits.MaxLineLength
+	// Timeouts are enforced per read and write by conn (sliding deadlines);
+	// go-smtp's own ReadTimeout would cut off a slow but moving DATA.
+	srv.ReadTimeout = 0
+	srv.WriteTimeout = 0
+	srv.AllowInsecureAuth = false // AUTH only after TLS: never change this
+	if lc.TLS == TLSStartTLS {
+		srv.TLSConfig = s.cfg.TLS
+	}
+	caps := s.backend.capabilities()
+	srv.EnableSMTPUTF8 = caps.smtputf8
+	srv.EnableDSN = caps.dsn
+	// REQUIRETLS promises TLS on the next hop: only with a TLS backend leg
+	// that itself offers it.
+	srv.EnableREQUIRETLS = s.cfg.Backend.TLS != TLSNone && caps.requiretls
+	return srv
+}
+
+// advertisedSize is our limit, or the backend's if that is smaller.
+func (s *Server) advertisedSize() int64 {
+	if b := s.backend.capabilities().size; b > 0 && b < s.limits.MaxMessageBytes {
+		return b
+	}
+	return s.limits.MaxMessageBytes
+}
+
+// Shutdown stops accepting, waits for open sessions until ctx is done, then
+// tells the remaining clients 421 4.3.2 and closes them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	servers := s.servers
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		var wg sync.WaitGroup
+		for _, srv := range servers {
+			wg.Add(1)
+			go func() { defer wg.Done(); srv.Shutdown(context.Background()) }()
+		}
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("grace period over; closing open sessions", zap.Int("open", s.sessions.open()))
+		for _, srv := range servers {
+			srv.Close()
+		}
+		<-done
+	}
+	s.wg.Wait()
+	for _, l := range s.listeners {
+		l.wg.Wait()
+	}
+	return nil
+}
+
+// zapErrorLog routes go-smtp's internal log lines to zap. They never carry
+// credentials (Server.Debug, which would, stays off).
+type zapErrorLog struct{ l *zap.Logger }
+
+func (z zapErrorLog) Printf(format string, v ...any) { z.l.Debug(fmt.Sprintf(format, v...)) }
+func (z zapErrorLog) Println(v ...any)               { z.l.Debug(fmt.Sprintln(v...)) }
+
+var _ io.Closer = (*listener)(nil)

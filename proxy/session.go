@@ -1,0 +1,489 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
+
+	"github.com/tlsguard/tlsguard/policy"
+)
+
+// Replies the proxy itself gives (DESIGN.md, the behaviour contract).
+var (
+	errMustStartTLS = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Must issue a STARTTLS command first"}
+	errAuthInvalid  = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
+	errAuthTempFail = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
+	errAuthThrottle = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed authentication attempts, try again later"}
+	errAuthInTx     = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "AUTH not permitted during a mail transaction"}
+	errNullRcpt     = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Recipient address syntax error"}
+	errTxBroken     = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Backend connection lost, please start over"}
+	errStalledData  = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Timeout waiting for data, closing connection"}
+	errLineTooLong  = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 4, 0}, Message: "Line too long"}
+	errClientGone   = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 0}, Message: "Connection error"}
+)
+
+// smtpBackend is go-smtp's Backend for one listener.
+type smtpBackend struct {
+	srv *Server
+	lc  ListenerConfig
+}
+
+// NewSession runs at the first EHLO/HELO, and again at the first EHLO after
+// STARTTLS (go-smtp then forgets all earlier state, as RFC 3207 4.2 asks).
+func (b *smtpBackend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	s := &session{srv: b.srv, lc: b.lc, c: c, helo: c.Hostname()}
+	switch nc := c.Conn().(type) {
+	case *tls.Conn:
+		s.conn = nc.NetConn().(*conn)
+		st := nc.ConnectionState()
+		s.tls = &st
+		s.conn.setIdle(b.srv.limits.CommandTimeout)
+		s.conn.summary(func(sum *sessionSummary) {
+			sum.tlsVersion = tlsVersionWord(st.Version)
+			sum.cipher = cipherName(st.CipherSuite)
+			sum.sni = st.ServerName
+		})
+	case *conn:
+		s.conn = nc
+	default:
+		return nil, errors.New("proxy: unexpected connection type")
+	}
+	s.conn.summary(func(sum *sessionSummary) { sum.helo = s.helo })
+	return s, nil
+}
+
+// session is one go-smtp session: from EHLO to QUIT, or to STARTTLS.
+type session struct {
+	srv  *Server
+	lc   ListenerConfig
+	c    *smtp.Conn
+	conn *conn
+	tls  *tls.ConnectionState // nil before TLS
+	helo string
+
+	mu   sync.Mutex // go-smtp calls Reset and Logout while a BDAT Data runs
+	user string     // authenticated user; "" if none
+	tx   *transaction
+	idle *backendConn // backend connection kept from the last transaction
+}
+
+var (
+	_ smtp.Session     = (*session)(nil)
+	_ smtp.AuthSession = (*session)(nil)
+)
+
+// facts are what the policy judges this session by.
+func (s *session) facts() policy.Session {
+	return policy.Session{Listener: s.lc.Name, TLS: s.tls != nil, User: s.user, ClientIP: s.conn.ip}
+}
+
+// reply is the one place where errors become SMTP replies: a bare
+// *smtp.SMTPError passes unchanged, anything else is logged with the session
+// id and becomes a 451 4.3.0 that discloses nothing.
+func (s *session) reply(err error) error {
+	if err == nil {
+		return nil
+	}
+	if se, ok := err.(*smtp.SMTPError); ok {
+		return se
+	}
+	s.srv.log.Error("internal error", zap.String("session", s.conn.id), zap.Error(err))
+	return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+		Message: "Internal error, please try again later (session " + s.conn.id + ")"}
+}
+
+func policyReply(r policy.Reply) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: r.Text}
+}
+
+// AuthMechanisms lists PLAIN and LOGIN where this listener offers AUTH.
+// go-smtp advertises them only after TLS.
+func (s *session) AuthMechanisms() []string {
+	if !s.lc.Auth || s.srv.auth.Load().a == nil {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+// Auth starts a SASL exchange. go-smtp has already refused AUTH before TLS
+// (523 5.7.10) and a second AUTH (503 5.5.1) without reading credentials.
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.srv.auth.Load().a
+	if !s.lc.Auth || a == nil {
+		return nil, smtp.ErrAuthUnknownMechanism
+	}
+	if s.tx != nil {
+		return nil, errAuthInTx
+	}
+	if s.srv.throttle.blocked("ip:" + s.conn.ip.String()) {
+		s.conn.closeAfterReply()
+		return nil, errAuthThrottle
+	}
+	check := func(identity, user, pass string) error { return s.authenticate(a, mech, identity, user, pass) }
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(check), nil
+	case sasl.Login:
+		return newLoginServer(check), nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// authenticate checks one set of credentials. It never logs the password.
+func (s *session) authenticate(a Authenticator, mech, identity, user, pass string) error {
+	ipKey, userKey := "ip:"+s.conn.ip.String(), "user:"+user
+	log := s.srv.log.With(zap.String("session", s.conn.id), zap.String("listener", s.lc.Name),
+		zap.Stringer("client_ip", s.conn.ip), zap.String("mechanism", mech), zap.String("user", user))
+	if !validUserName(user) {
+		return s.authFailed(log, ipKey, "", "bad user name")
+	}
+	if s.srv.throttle.blocked(userKey) {
+		log.Warn("auth refused: user throttled")
+		s.conn.closeAfterReply()
+		return errAuthThrottle
+	}
+	// RFC 4616: an authorization identity other than the login would let one
+	// user act as another; the legacy backend cannot check it, so refuse it.
+	if identity != "" && identity != user {
+		return s.authFailed(log, ipKey, userKey, "authorization identity differs from login")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.Backend.Timeout+5*time.Second)
+	defer cancel()
+	ok, err := a.Authenticate(ctx, user, pass)
+	if err != nil {
+		log.Error("auth check failed", zap.Error(err))
+		return errAuthTempFail
+	}
+	if !ok {
+		return s.authFailed(log, ipKey, userKey, "bad credentials")
+	}
+	s.user = user
+	s.conn.summary(func(sum *sessionSummary) { sum.user = user })
+	log.Info("auth succeeded")
+	return nil
+}
+
+// authFailed counts a failure, waits, and refuses; past the limit it ends the
+// connection with 421.
+func (s *session) authFailed(log *zap.Logger, ipKey, userKey, why string) error {
+	over := s.srv.throttle.fail(ipKey)
+	if userKey != "" && s.srv.throttle.fail(userKey) {
+		over = true
+	}
+	log.Warn("auth failed", zap.String("reason", why), zap.Bool("throttled", over))
+	// The delay slows guessing down; it holds only this session's goroutine.
+	time.Sleep(s.srv.limits.AuthFailDelay)
+	if over {
+		s.conn.closeAfterReply()
+		return errAuthThrottle
+	}
+	return errAuthInvalid
+}
+
+// validUserName refuses empty, overlong and control-character names before
+// they reach a log line or the credential store.
+func validUserName(u string) bool {
+	if u == "" || len(u) > 256 {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		if u[i] < 0x20 || u[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// Mail starts a transaction.
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lc.RequireTLS && s.tls == nil {
+		return errMustStartTLS
+	}
+	addr, err := policy.ParseAddress(from, opts.UTF8)
+	if err != nil {
+		return s.reply(addressReply(err))
+	}
+	s.endTx("") // a MAIL without RSET after a failed transaction
+	// The client's AUTH= parameter is never forwarded as given (RFC 4954
+	// 5: only a trusted, authenticated party may assert it).
+	fwd := *opts
+	fwd.Auth = nil
+	s.tx = &transaction{pol: s.srv.policy.Load(), from: addr, opts: &fwd, start: time.Now()}
+	return nil
+}
+
+// replyText renders a reply for logs: "550 5.7.1 text".
+func replyText(err error) string {
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) {
+		return err.Error()
+	}
+	if se.EnhancedCode == smtp.EnhancedCodeNotSet || se.EnhancedCode == smtp.NoEnhancedCode {
+		return fmt.Sprintf("%d %s", se.Code, se.Message)
+	}
+	ec := se.EnhancedCode
+	return fmt.Sprintf("%d %d.%d.%d %s", se.Code, ec[0], ec[1], ec[2], se.Message)
+}
+
+func addressReply(err error) error {
+	var ae *policy.AddressError
+	if errors.As(err, &ae) {
+		return policyReply(ae.Reply)
+	}
+	return err
+}
+
+// Rcpt judges one recipient and mirrors it to the backend.
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx := s.tx
+	if tx == nil {
+		return s.reply(errors.New("RCPT without a transaction"))
+	}
+	rcpt, err := policy.ParseAddress(to, tx.opts.UTF8)
+	if err != nil {
+		tx.note(to, "syntax", err.Error())
+		return s.reply(addressReply(err))
+	}
+	if rcpt.IsNull() {
+		return errNullRcpt
+	}
+	d := tx.pol.CheckRecipient(s.facts(), tx.from, rcpt)
+	if d.Action != policy.Accept {
+		tx.note(rcpt.String(), d.Rule, d.Reply.Text)
+		return policyReply(d.Reply)
+	}
+	if tx.broken {
+		return errTxBroken
+	}
+	if err := s.ensureBackend(tx); err != nil {
+		se := backendReply(err)
+		tx.note(rcpt.String(), d.Rule, replyText(se))
+		return se
+	}
+	if err := tx.bc.c.Rcpt(rcpt.String(), opts); err != nil {
+		se := backendReply(err)
+		if se == errBackendFailed {
+			s.srv.log.Warn("backend failed at RCPT", zap.String("session", s.conn.id), zap.Error(err))
+			tx.breakOff()
+		}
+		tx.note(rcpt.String(), "backend", replyText(se))
+		return se
+	}
+	tx.rcpts = append(tx.rcpts, rcpt)
+	tx.rules = append(tx.rules, d.Rule)
+	return nil
+}
+
+// ensureBackend connects (or reuses the idle connection) and sends MAIL.
+func (s *session) ensureBackend(tx *transaction) error {
+	if tx.bc != nil {
+		return nil
+	}
+	bc := s.idle
+	s.idle = nil
+	if bc == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.Backend.Timeout)
+		var err error
+		bc, err = s.srv.backend.dial(ctx)
+		cancel()
+		if err != nil {
+			s.srv.log.Warn("backend unreachable", zap.String("session", s.conn.id), zap.Error(err))
+			return err
+		}
+	}
+	if err := bc.c.Mail(tx.from.String(), tx.opts); err != nil {
+		bc.abort()
+		if backendReply(err) == errBackendFailed {
+			s.srv.log.Warn("backend failed at MAIL", zap.String("session", s.conn.id), zap.Error(err))
+		}
+		return err
+	}
+	tx.bc = bc
+	return nil
+}
+
+// Data streams the message to the backend and answers with the backend's
+// own reply: 250 only once the backend said 250.
+func (s *session) Data(r io.Reader) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx := s.tx
+	if tx == nil || tx.bc == nil || tx.broken {
+		return errTxBroken
+	}
+	s.conn.setIdle(s.srv.limits.DataTimeout)
+	defer s.conn.setIdle(s.srv.limits.CommandTimeout)
+
+	res, n, err := s.forward(tx, r)
+	tx.bytes = n
+	tx.done = true
+	if err != nil {
+		tx.result = replyText(err)
+		return s.reply(err)
+	}
+	tx.result = replyText(res)
+	tx.delivered = true
+	// The backend is in a clean state after a completed DATA: keep it for
+	// the next transaction of this session.
+	s.idle, tx.bc = tx.bc, nil
+	return res
+}
+
+// forward does the DATA exchange. The returned reply is the backend's 250 as
+// an *smtp.SMTPError (go-smtp's way of sending a custom success text).
+func (s *session) forward(tx *transaction, r io.Reader) (*smtp.SMTPError, int64, error) {
+	bc := tx.bc
+	w, err := bc.c.Data()
+	if err != nil {
+		se := backendReply(err)
+		tx.breakOff()
+		return nil, 0, se
+	}
+	hdr := receivedHeader(s, tx)
+	nw := &normalizer{w: w, reject: s.srv.cfg.BareLineEndings == BareReject}
+	_, werr := io.WriteString(w, hdr)
+	var n int64
+	if werr == nil {
+		n, err = io.Copy(nw, r)
+		if err == nil {
+			err = nw.flush()
+		}
+	}
+	if werr != nil || err != nil {
+		// Abort without the final dot: the backend discards the message.
+		tx.breakOff()
+		return nil, n, s.dataError(r, werr, err)
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		se := backendReply(err)
+		tx.breakOff()
+		return nil, n, se
+	}
+	ec, text, ok := splitEnhanced(flatten(resp.StatusText))
+	if !ok {
+		ec, text = smtp.EnhancedCode{2, 0, 0}, flatten(resp.StatusText)
+	}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: ec, Message: text}, n, nil
+}
+
+// dataError chooses the reply for a DATA transfer that could not finish.
+func (s *session) dataError(r io.Reader, werr, err error) error {
+	var se *smtp.SMTPError
+	switch {
+	case werr != nil:
+		s.srv.log.Warn("backend failed during DATA", zap.String("session", s.conn.id), zap.Error(werr))
+		return errBackendFailed
+	case errors.As(err, &se) && se.Code != 250:
+		// Ours (NUL, bare line endings) or go-smtp's (size exceeded, 552 5.3.4).
+		return se
+	case errors.Is(err, smtp.ErrTooLongLine):
+		return errLineTooLong
+	case s.conn.timedOut():
+		return errStalledData
+	case errors.Is(err, smtp.ErrDataReset):
+		return errClientGone
+	}
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		s.srv.log.Warn("backend timed out during DATA", zap.String("session", s.conn.id), zap.Error(err))
+		return errBackendFailed
+	}
+	// A read error from the client (gone mid-DATA) or a write error to the
+	// backend: either way nothing was accepted.
+	s.srv.log.Info("DATA aborted", zap.String("session", s.conn.id), zap.Error(err))
+	return errBackendFailed
+}
+
+// Reset ends the current transaction (RSET, a new EHLO, or after DATA).
+func (s *session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.endTx("reset")
+}
+
+// Logout ends the session (QUIT, close, or STARTTLS).
+func (s *session) Logout() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.endTx("logout")
+	if s.idle != nil {
+		s.idle.quit()
+		s.idle = nil
+	}
+	return nil
+}
+
+// endTx logs and closes the current transaction, if any.
+func (s *session) endTx(why string) {
+	tx := s.tx
+	if tx == nil {
+		return
+	}
+	s.tx = nil
+	if tx.bc != nil {
+		// MAIL/RCPT were mirrored but no DATA completed: drop that backend
+		// transaction entirely rather than trust an RSET on a legacy server.
+		tx.bc.quit()
+		tx.bc = nil
+	}
+	if !tx.done && why != "" && tx.result == "" {
+		tx.result = "no data (" + why + ")"
+	}
+	s.conn.summary(func(sum *sessionSummary) {
+		sum.transactions++
+		if tx.delivered {
+			sum.accepted++
+		}
+	})
+	s.srv.logTransaction(s, tx)
+}
+
+// transaction is one MAIL..DATA exchange.
+type transaction struct {
+	pol       *policy.Policy // the policy in force when MAIL was given
+	from      policy.Address
+	opts      *smtp.MailOptions
+	rcpts     []policy.Address
+	rules     []string // the rule that accepted each recipient
+	refused   []refusal
+	bc        *backendConn
+	broken    bool // the backend leg failed: nothing more can succeed
+	start     time.Time
+	bytes     int64
+	done      bool
+	delivered bool
+	result    string
+}
+
+type refusal struct{ rcpt, rule, reply string }
+
+// note records a refused recipient for the transaction log (bounded).
+func (tx *transaction) note(rcpt, rule, reply string) {
+	if len(tx.refused) < 20 {
+		tx.refused = append(tx.refused, refusal{rcpt, rule, reply})
+	}
+}
+
+// breakOff drops the backend connection after a failure mid-transaction.
+func (tx *transaction) breakOff() {
+	if tx.bc != nil {
+		tx.bc.abort()
+		tx.bc = nil
+	}
+	tx.broken = true
+}
