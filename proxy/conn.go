@@ -44,6 +44,7 @@ type conn struct {
 	bytesOut      int64
 	closeOnce     sync.Once
 	sessionFields sessionSummary
+	sawFirst      bool // the first read from the client has been checked
 }
 
 // sessionSummary collects what the per-session log line reports.
@@ -79,13 +80,35 @@ func (c *conn) Read(b []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(b)
 	c.mu.Lock()
+	first := !c.sawFirst && n > 0
+	c.sawFirst = c.sawFirst || n > 0
 	c.bytesIn += int64(n)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		// Sticky: nothing more is read from this client.
 		c.readErr = err
 	}
 	c.mu.Unlock()
+	if first && c.l.cfg.TLS != TLSImplicit && looksLikeHTTP(b[:n]) {
+		// A browser or proxy tricked into talking to a mail port
+		// (cross-protocol attacks): hang up, as Postfix does for GET/POST.
+		c.summary(func(s *sessionSummary) { s.endReason = "non-SMTP client (HTTP)" })
+		c.Close()
+		return 0, net.ErrClosed
+	}
 	return n, err
+}
+
+var httpMethods = [][]byte{[]byte("GET "), []byte("POST "), []byte("HEAD "), []byte("PUT "),
+	[]byte("CONNECT "), []byte("OPTIONS "), []byte("DELETE "), []byte("PATCH ")}
+
+// looksLikeHTTP reports whether b starts like an HTTP request line.
+func looksLikeHTTP(b []byte) bool {
+	for _, m := range httpMethods {
+		if bytes.HasPrefix(b, m) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *conn) Write(b []byte) (int, error) {

@@ -93,6 +93,7 @@ func (l *listener) acceptLoop() {
 func (l *listener) hand(c net.Conn) bool {
 	select {
 	case l.out <- c:
+		l.srv.track(c)
 		return true
 	case <-l.done:
 		c.Close()
@@ -127,6 +128,7 @@ func (l *listener) admit(raw net.Conn) *conn {
 // release frees the connection's slot and writes the per-session log line.
 func (l *listener) release(c *conn) {
 	l.srv.sessions.release(c.ip)
+	l.srv.untrack(c)
 	l.srv.logSession(l.cfg.Name, c)
 }
 

@@ -179,6 +179,7 @@ type Server struct {
 	throttle *throttle
 
 	mu        sync.Mutex
+	open      map[*conn]net.Conn // the outer (TLS or plain) conn of each session
 	servers   []*smtp.Server
 	listeners []*listener
 	wg        sync.WaitGroup
@@ -206,7 +207,7 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	s := &Server{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log}
+	s := &Server{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, open: map[*conn]net.Conn{}}
 	s.sessions = sessionTable{perIP: map[netip.Addr]int{}, maxTotal: s.limits.MaxSessions, maxPerIP: s.limits.MaxSessionsPerIP}
 	s.throttle = newThrottle(s.limits.AuthMaxFailures, s.limits.AuthFailWindow, 100_000)
 	s.policy.Store(cfg.Policy)
@@ -328,6 +329,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		s.log.Warn("grace period over; closing open sessions", zap.Int("open", s.sessions.open()))
+		s.sayGoodbye()
 		for _, srv := range servers {
 			srv.Close()
 		}
@@ -340,11 +342,48 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// track remembers the outer conn of a session handed to go-smtp.
+func (s *Server) track(outer net.Conn) {
+	inner, ok := outer.(*conn)
+	if tc, isTLS := outer.(*tls.Conn); isTLS {
+		inner, ok = tc.NetConn().(*conn)
+	}
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	s.open[inner] = outer
+	s.mu.Unlock()
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.open, c)
+	s.mu.Unlock()
+}
+
+// sayGoodbye tells every open session 421 4.3.2 and closes it. A session in
+// the middle of DATA loses that message on our side only: the backend never
+// saw the final dot, and the client keeps its copy and retries.
+func (s *Server) sayGoodbye() {
+	s.mu.Lock()
+	outers := make([]net.Conn, 0, len(s.open))
+	for _, o := range s.open {
+		outers = append(outers, o)
+	}
+	s.mu.Unlock()
+	for _, o := range outers {
+		o.SetWriteDeadline(time.Now().Add(time.Second))
+		// tls.Conn serialises writes, so this cannot interleave with a reply
+		// inside a TLS record; a plaintext reply is one small write.
+		io.WriteString(o, "421 4.3.2 Service shutting down, please try again later\r\n")
+		o.Close()
+	}
+}
+
 // zapErrorLog routes go-smtp's internal log lines to zap. They never carry
 // credentials (Server.Debug, which would, stays off).
 type zapErrorLog struct{ l *zap.Logger }
 
 func (z zapErrorLog) Printf(format string, v ...any) { z.l.Debug(fmt.Sprintf(format, v...)) }
 func (z zapErrorLog) Println(v ...any)               { z.l.Debug(fmt.Sprintln(v...)) }
-
-var _ io.Closer = (*listener)(nil)

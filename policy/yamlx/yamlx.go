@@ -31,6 +31,17 @@ type Pos struct {
 	Line int
 	// Key is the dotted path of the mapping, e.g. "listeners[1]".
 	Key string
+	// Lines holds the line of each key present in the mapping, so an error
+	// about one key points at that key's line.
+	Lines map[string]int
+}
+
+// LineOf returns the line of key in the mapping, or the mapping's own line.
+func (p Pos) LineOf(key string) int {
+	if l, ok := p.Lines[key]; ok {
+		return l
+	}
+	return p.Line
 }
 
 // Error is one problem at one place in a file.
@@ -70,7 +81,7 @@ func (es Errors) Error() string {
 
 // Errorf builds an Error at p for key (relative to p.Key; empty for p itself).
 func Errorf(p Pos, key, format string, args ...any) *Error {
-	return &Error{File: p.File, Line: p.Line, Key: joinKey(p.Key, key), Msg: fmt.Sprintf(format, args...)}
+	return &Error{File: p.File, Line: p.LineOf(key), Key: joinKey(p.Key, key), Msg: fmt.Sprintf(format, args...)}
 }
 
 // Unmarshaler is implemented by types that decode their own node. The error
@@ -290,7 +301,11 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, key string) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		if f.Type == posType {
-			v.Field(i).Set(reflect.ValueOf(Pos{File: d.file, Line: n.Line, Key: key}))
+			lines := make(map[string]int, len(n.Content)/2)
+			for j := 0; j+1 < len(n.Content); j += 2 {
+				lines[n.Content[j].Value] = n.Content[j].Line
+			}
+			v.Field(i).Set(reflect.ValueOf(Pos{File: d.file, Line: n.Line, Key: key, Lines: lines}))
 			continue
 		}
 		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsguard/tlsguard/proxy"
+)
+
+const validConfig = `hostname: mail.example.org
+state_dir: ./state
+listeners:
+  - name: submissions
+    address: "127.0.0.1:2465"
+    tls: implicit
+  - name: submission
+    address: "127.0.0.1:2587"
+    tls: starttls
+    require_tls: true
+  - name: mx
+    address: "127.0.0.1:2025"
+    tls: starttls
+    auth: false
+tls:
+  min_version: "1.2"
+  self_signed: true
+backend:
+  address: "127.0.0.1:2525"
+  tls: none
+  timeout: 10s
+auth:
+  users_file: users.htpasswd
+policy: policies/default.yaml
+limits:
+  max_message_size: 10M
+log:
+  level: info
+  format: json
+`
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "tlsguard.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadConfigValid(t *testing.T) {
+	p := writeConfig(t, validConfig)
+	c, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(p)
+	if c.Policy != filepath.Join(dir, "policies/default.yaml") || c.Auth.UsersFile != filepath.Join(dir, "users.htpasswd") || c.StateDir != filepath.Join(dir, "state") {
+		t.Errorf("paths not resolved against the config folder: %q %q %q", c.Policy, c.Auth.UsersFile, c.StateDir)
+	}
+	if c.Backend.Timeout != 10*time.Second || c.Limits.MaxMessageSize != 10<<20 {
+		t.Errorf("backend timeout %v, max size %d", c.Backend.Timeout, c.Limits.MaxMessageSize)
+	}
+	ls := c.listeners()
+	want := []proxy.ListenerConfig{
+		{Name: "submissions", Address: "127.0.0.1:2465", TLS: proxy.TLSImplicit, Auth: true},
+		{Name: "submission", Address: "127.0.0.1:2587", TLS: proxy.TLSStartTLS, RequireTLS: true, Auth: true},
+		{Name: "mx", Address: "127.0.0.1:2025", TLS: proxy.TLSStartTLS, Auth: false},
+	}
+	for i := range want {
+		if ls[i] != want[i] {
+			t.Errorf("listener %d = %+v, want %+v", i, ls[i], want[i])
+		}
+	}
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	p := writeConfig(t, "hostname: mx.example.org\nlisteners: [{name: a, address: \"127.0.0.1:25\", tls: none}]\nbackend: {address: \"127.0.0.1:2525\"}\npolicy: p.yaml\n")
+	c, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Backend.TLS != "none" || c.Backend.Timeout != 30*time.Second || c.ShutdownGrace != 30*time.Second || c.needsTLS() {
+		t.Errorf("defaults: %+v grace %v", c.Backend, c.ShutdownGrace)
+	}
+}
+
+// Every error names the file, the line and the key.
+func TestLoadConfigErrors(t *testing.T) {
+	cases := []struct {
+		name, from, to, want string
+	}{
+		{"unknown key", "  timeout: 10s\n", "  timeout: 10s\n  timout: 5s\n", ":22: backend.timout: unknown key"},
+		{"bad tls mode", "    tls: implicit\n", "    tls: implicitt\n", `:6: listeners[0].tls: "implicitt" is not one of implicit, starttls, none`},
+		{"bad duration", "  timeout: 10s\n", "  timeout: ten\n", `:21: backend.timeout: "ten" is not a duration`},
+		{"bad size", "  max_message_size: 10M\n", "  max_message_size: 10X\n", `:26: limits.max_message_size: "10X" is not a size`},
+		{"duplicate listener", "  - name: mx\n", "  - name: submission\n", `:11: listeners[2].name: "submission" is used by another listener`},
+		{"bad address", "    address: \"127.0.0.1:2025\"\n", "    address: \"127.0.0.1\"\n", `:12: listeners[2].address: "127.0.0.1" is not host:port`},
+		{"bad backend tls", "  tls: none\n", "  tls: ssl\n", `:20: backend.tls: "ssl" is not one of none, starttls, implicit`},
+		{"wrong type", "    require_tls: true\n", "    require_tls: maybe\n", `:10: listeners[1].require_tls: must be true or false`},
+		{"bad log level", "  level: info\n", "  level: loud\n", `log: level: "loud" is not one of`},
+		{"hostname", "hostname: mail.example.org\n", "hostname: \"mail example\"\n", `:1: hostname: "mail example" is not a valid host name`},
+		{"both auth sources", "  users_file: users.htpasswd\n", "  users_file: users.htpasswd\n  backend: true\n", `:24: auth.backend: choose one`},
+		{"require_tls without tls", "    tls: starttls\n    require_tls: true\n", "    tls: none\n    require_tls: true\n", `:10: listeners[1].require_tls: cannot be true`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(validConfig, tc.from) {
+				t.Fatalf("test edit %q not found in the base config", tc.from)
+			}
+			p := writeConfig(t, strings.Replace(validConfig, tc.from, tc.to, 1))
+			_, err := loadConfig(p)
+			if err == nil {
+				t.Fatal("loaded without error")
+			}
+			if !strings.Contains(err.Error(), p+tc.want) && !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q\ndoes not contain %q", err, tc.want)
+			}
+			if !strings.HasPrefix(err.Error(), p) {
+				t.Errorf("error %q does not start with the file name", err)
+			}
+		})
+	}
+}
+
+func TestLoadConfigMissingRequired(t *testing.T) {
+	p := writeConfig(t, "")
+	_, err := loadConfig(p)
+	if err == nil {
+		t.Fatal("empty config loaded")
+	}
+	for _, want := range []string{"hostname: is required", "listeners: at least one", "backend.address: is required", "policy: is required"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestServeRefusesBadConfigBeforeListening(t *testing.T) {
+	p := writeConfig(t, strings.Replace(validConfig, "    tls: implicit\n", "    tls: bogus\n", 1))
+	var out, errb strings.Builder
+	if code := run([]string{"serve", "--config", p}, &out, &errb); code == 0 {
+		t.Fatal("serve exited 0 on a bad config")
+	}
+	if !strings.Contains(errb.String(), p+":6: listeners[0].tls") {
+		t.Errorf("stderr = %q", errb.String())
+	}
+}
