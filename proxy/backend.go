@@ -23,7 +23,16 @@ type backend struct {
 
 	mu   sync.Mutex
 	caps capabilities
+	pool []*backendConn // idle connections, newest last
 }
+
+const (
+	// poolSize bounds the idle backend connections kept for reuse.
+	poolSize = 32
+	// poolIdle is how long an idle backend connection is kept: well under
+	// the 300 s that RFC 5321 4.5.3.2.7 lets a server wait for a command.
+	poolIdle = 20 * time.Second
+)
 
 // capabilities are the backend EHLO keywords that change what we advertise.
 type capabilities struct {
@@ -61,8 +70,57 @@ func (b *backend) learn(ctx context.Context) error {
 
 // backendConn is one SMTP connection to the backend.
 type backendConn struct {
-	c   *smtp.Client
-	raw net.Conn
+	c      *smtp.Client
+	raw    net.Conn
+	idleAt time.Time // when it went back to the pool
+	reused bool      // taken from the pool (may have gone stale)
+}
+
+// get returns an idle connection from the pool or dials a new one.
+func (b *backend) get(ctx context.Context) (*backendConn, error) {
+	now := time.Now()
+	b.mu.Lock()
+	for len(b.pool) > 0 {
+		bc := b.pool[len(b.pool)-1]
+		b.pool = b.pool[:len(b.pool)-1]
+		if now.Sub(bc.idleAt) < poolIdle {
+			b.mu.Unlock()
+			bc.reused = true
+			return bc, nil
+		}
+		b.mu.Unlock()
+		bc.quit()
+		b.mu.Lock()
+	}
+	b.mu.Unlock()
+	return b.dial(ctx)
+}
+
+// put returns a connection in a clean state (no transaction open) for reuse,
+// or closes it when the pool is full.
+func (b *backend) put(bc *backendConn) {
+	bc.idleAt = time.Now()
+	bc.reused = false
+	b.mu.Lock()
+	if len(b.pool) < poolSize {
+		b.pool = append(b.pool, bc)
+		bc = nil
+	}
+	b.mu.Unlock()
+	if bc != nil {
+		bc.quit()
+	}
+}
+
+// drain closes every pooled connection.
+func (b *backend) drain() {
+	b.mu.Lock()
+	pool := b.pool
+	b.pool = nil
+	b.mu.Unlock()
+	for _, bc := range pool {
+		bc.quit()
+	}
 }
 
 // dial connects, greets, does STARTTLS if configured and says EHLO. Errors

@@ -339,6 +339,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, l := range s.listeners {
 		l.wg.Wait()
 	}
+	s.backend.drain()
 	return nil
 }
 

@@ -288,32 +288,41 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-// ensureBackend connects (or reuses the idle connection) and sends MAIL.
+// ensureBackend takes a backend connection (this session's idle one, one
+// from the pool, or a new one) and sends MAIL. A pooled connection that the
+// backend closed meanwhile fails at MAIL, before anything is committed: it is
+// replaced by a fresh one once.
 func (s *session) ensureBackend(tx *transaction) error {
 	if tx.bc != nil {
 		return nil
 	}
-	bc := s.idle
-	s.idle = nil
-	if bc == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.Backend.Timeout)
-		var err error
-		bc, err = s.srv.backend.dial(ctx)
-		cancel()
-		if err != nil {
-			s.srv.log.Warn("backend unreachable", zap.String("session", s.conn.id), zap.Error(err))
+	for attempt := 0; ; attempt++ {
+		bc := s.idle
+		s.idle = nil
+		if bc == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.Backend.Timeout)
+			var err error
+			bc, err = s.srv.backend.get(ctx)
+			cancel()
+			if err != nil {
+				s.srv.log.Warn("backend unreachable", zap.String("session", s.conn.id), zap.Error(err))
+				return err
+			}
+		}
+		err := bc.c.Mail(tx.from.String(), tx.opts)
+		if err == nil {
+			tx.bc = bc
+			return nil
+		}
+		bc.abort()
+		if backendReply(err) != errBackendFailed {
+			return err
+		}
+		if !bc.reused || attempt > 0 {
+			s.srv.log.Warn("backend failed at MAIL", zap.String("session", s.conn.id), zap.Error(err))
 			return err
 		}
 	}
-	if err := bc.c.Mail(tx.from.String(), tx.opts); err != nil {
-		bc.abort()
-		if backendReply(err) == errBackendFailed {
-			s.srv.log.Warn("backend failed at MAIL", zap.String("session", s.conn.id), zap.Error(err))
-		}
-		return err
-	}
-	tx.bc = bc
-	return nil
 }
 
 // Data streams the message to the backend and answers with the backend's
@@ -422,7 +431,7 @@ func (s *session) Logout() error {
 	defer s.mu.Unlock()
 	s.endTx("logout")
 	if s.idle != nil {
-		s.idle.quit()
+		s.srv.backend.put(s.idle)
 		s.idle = nil
 	}
 	return nil
