@@ -13,7 +13,10 @@ import (
 // Length limits of RFC 5321 section 4.5.3.1, applied to the canonical form
 // that String returns (what the backend will receive).
 const (
-	// MaxLocalPartLen is the longest local part in octets, quotes included.
+	// MaxLocalPartLen is RFC 5321's 64-octet limit on a local part. It is
+	// not enforced: VERP and SRS bounce senders exceed it, and section
+	// 4.5.3.1 asks servers to avoid such limits where possible. Only
+	// MaxAddressLen bounds the local part.
 	MaxLocalPartLen = 64
 	// MaxAddressLen is the longest mailbox in octets: a 256-octet path
 	// minus its angle brackets.
@@ -203,9 +206,6 @@ func ParseAddress(s string, smtputf8 bool) (Address, error) {
 		return syntaxError("%v", err)
 	}
 	a := Address{Local: local, Domain: domain}
-	if n := len(quoteLocal(local)); n > MaxLocalPartLen {
-		return syntaxError("local part is %d octets, longer than %d", n, MaxLocalPartLen)
-	}
 	if n := len(a.String()); n > MaxAddressLen {
 		return syntaxError("address is %d octets, longer than %d", n, MaxAddressLen)
 	}

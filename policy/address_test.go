@@ -93,8 +93,14 @@ func TestParseAddress(t *testing.T) {
 		{in: "user@ex\u00adample.org", utf8: true, local: "user", domain: "example.org"},
 		// lengths
 		{in: long + "a@example.org", local: long + "a", domain: "example.org"},
-		{in: long + "aa@example.org", code: "553 5.1.3"},
-		{in: long + " @example.org", code: "553 5.1.3"}, // 66 octets once quoted
+		// Local parts over RFC 5321's 64 octets are accepted (VERP/SRS
+		// bounce senders); only the 254-octet whole-address limit holds.
+		{in: long + "aa@example.org", local: long + "aa", domain: "example.org"},
+		{in: long + " @example.org", local: long + " ", domain: "example.org", ambiguous: true},
+		{in: "SRS0=HHH=TT=example.net=" + strings.Repeat("b", 200) + "@example.org", local: "SRS0=HHH=TT=example.net=" + strings.Repeat("b", 200), domain: "example.org"},
+		{in: strings.Repeat("a", 242) + "@example.org", local: strings.Repeat("a", 242), domain: "example.org"},
+		{in: strings.Repeat("a", 243) + "@example.org", code: "553 5.1.3"},
+		{in: strings.Repeat("a", 240) + " @example.org", code: "553 5.1.3"}, // 255 octets once quoted
 		{in: "u@" + strings.Repeat(long+".", 3) + strings.Repeat("a", 60), local: "u", domain: strings.Repeat(long+".", 3) + strings.Repeat("a", 60)},
 		{in: "uu@" + strings.Repeat(long+".", 3) + strings.Repeat("a", 60), code: "553 5.1.3"},
 		{in: strings.Repeat("a", 2000) + "@example.org", code: "553 5.1.3"},

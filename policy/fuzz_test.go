@@ -2,10 +2,12 @@ package policy_test
 
 import (
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/tlsguard/tlsguard/policy"
+	"github.com/tlsguard/tlsguard/policy/yamlx"
 )
 
 // fuzzPolicy makes every plausible target domain local, so that the
@@ -111,4 +113,75 @@ func checkWireSafe(t *testing.T, s string) {
 	if inQuotes {
 		t.Fatalf("String() %q has an unterminated quote", s)
 	}
+}
+
+// FuzzParsePolicy checks, for any file content:
+//   - Parse does not panic, and fails only with yamlx.Errors naming the file;
+//   - a policy that loads decides every sample envelope with a reply whose
+//     class fits the action, and Explain tells the same story as Evaluate
+//     (exactly one deciding step, naming the decision's rule).
+//
+// The seed corpus (testdata/fuzz/FuzzParsePolicy) holds the shipped
+// policies and broken variants of them.
+func FuzzParsePolicy(f *testing.F) {
+	f.Add([]byte(rulesPolicy))
+	f.Add([]byte(ratePolicy))
+	f.Add([]byte("local_domains: [example.org]\n"))
+	sessions := []policy.Session{
+		{},
+		{Listener: "mx", ClientIP: netip.MustParseAddr("203.0.113.5")},
+		{Listener: "submission", TLS: true, User: "alice", ClientIP: netip.MustParseAddr("10.20.1.1")},
+		{Listener: "submission", TLS: true, User: "carol", ClientIP: netip.MustParseAddr("2001:db8::1")},
+	}
+	var addrs []policy.Address
+	for _, s := range []string{"", "alice@example.org", "a%b@example.org", "x@foreign.test", "carol@uni.example", "x@sub.uni.example"} {
+		a, err := policy.ParseAddress(s, false)
+		if err != nil {
+			f.Fatal(err)
+		}
+		addrs = append(addrs, a)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := policy.Parse("fuzz.yaml", data)
+		if err != nil {
+			var es yamlx.Errors
+			if !errors.As(err, &es) {
+				if !strings.HasPrefix(err.Error(), "fuzz.yaml: ") {
+					t.Fatalf("error %q does not name the file", err)
+				}
+				return
+			}
+			for _, e := range es {
+				if e.File != "fuzz.yaml" || e.Line < 0 || e.Msg == "" {
+					t.Fatalf("bad error %#v", e)
+				}
+			}
+			return
+		}
+		for _, s := range sessions {
+			for _, from := range addrs {
+				for _, to := range addrs[1:] {
+					env := policy.Envelope{From: from, Recipients: 1}
+					x := p.Explain(s, env, to)
+					d := x.Decision
+					if d != p.Evaluate(s, env, to) {
+						t.Fatal("Explain and Evaluate differ")
+					}
+					class := map[policy.Action]int{policy.Accept: 2, policy.TempFail: 4, policy.Reject: 5}[d.Action]
+					if class == 0 || d.Reply.Code/100 != class || d.Reply.Enhanced[0] != class || d.Rule == "" || d.Source == "" {
+						t.Fatalf("bad decision %v", d)
+					}
+					n := 0
+					for _, st := range x.Steps {
+						if st.Decided {
+							n++
+						}
+					}
+					if n != 1 {
+						t.Fatalf("%d deciding steps: %+v", n, x.Steps)
+					}
+				}
+			}
+		}
+	})
 }

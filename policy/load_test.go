@@ -146,9 +146,10 @@ func TestDefaultPolicy(t *testing.T) {
 		{"203.0.113.1", "user@sub.example.org", policy.Reject},
 		{"203.0.113.1", "user@foreign.test", policy.Reject},
 		{"203.0.113.1", "user%foreign.test@example.org", policy.Reject},
-		{"127.0.0.1", "user@foreign.test", policy.Accept},
-		{"::1", "user@foreign.test", policy.Accept},
-		{"::ffff:127.0.0.1", "user@foreign.test", policy.Accept},
+		// Secure by default: nothing is trusted, not even loopback.
+		{"127.0.0.1", "user@foreign.test", policy.Reject},
+		{"::1", "user@foreign.test", policy.Reject},
+		{"::ffff:127.0.0.1", "user@foreign.test", policy.Reject},
 		{"10.0.0.1", "user@foreign.test", policy.Reject},
 	}
 	for _, tc := range cases {

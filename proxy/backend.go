@@ -224,14 +224,20 @@ func backendReply(err error) *smtp.SMTPError {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		out := *se
-		out.Message = flatten(se.Message)
 		if out.EnhancedCode == smtp.EnhancedCodeNotSet {
 			// go-smtp misparses enhanced codes of multi-line replies whose
-			// code is only on the last line: recover it from the text.
-			if ec, rest, ok := splitEnhanced(out.Message); ok {
-				out.EnhancedCode, out.Message = ec, rest
+			// code is only on a later line: recover it, last line first.
+			lines := strings.Split(out.Message, "\n")
+			for i := len(lines) - 1; i >= 0; i-- {
+				if ec, rest, ok := splitEnhanced(lines[i]); ok {
+					out.EnhancedCode = ec
+					lines[i] = rest
+					out.Message = strings.Join(lines, "\n")
+					break
+				}
 			}
 		}
+		out.Message = flatten(out.Message)
 		if out.Code < 400 || out.Code > 599 {
 			// A reply code that makes no sense here (e.g. a 2xx where an
 			// error was expected): treat as a failure of the backend.

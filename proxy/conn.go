@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -45,6 +46,9 @@ type conn struct {
 	closeOnce     sync.Once
 	sessionFields sessionSummary
 	sawFirst      bool // the first read from the client has been checked
+	inData        bool // reading a message (DATA or BDAT)
+	timeoutSaid   bool // the timeout was reported once; later reads see EOF
+	upgradeSeen   bool // STARTTLS succeeded and was counted
 }
 
 // sessionSummary collects what the per-session log line reports.
@@ -64,17 +68,39 @@ type sessionSummary struct {
 // handshake failed.
 var readyToStartTLS = []byte("220 2.0.0 Ready to start TLS")
 
-var errStalled = errors.New("client stalled past the timeout")
-
 func (c *conn) setIdle(d time.Duration) { c.idle.Store(int64(d)) }
+
+// setData marks whether a message is being read, with its idle timeout.
+func (c *conn) setData(on bool, idle time.Duration) {
+	c.mu.Lock()
+	c.inData = on
+	c.mu.Unlock()
+	c.setIdle(idle)
+}
+
+// upgraded reports, once, that STARTTLS succeeded on this connection.
+func (c *conn) upgraded() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.startTLSSent || c.upgradeSeen {
+		return false
+	}
+	c.upgradeSeen = true
+	return true
+}
 
 func (c *conn) Read(b []byte) (int, error) {
 	c.mu.Lock()
-	err := c.readErr
-	c.mu.Unlock()
-	if err != nil {
+	if c.readErr != nil {
+		err := c.readErr
+		if c.timeoutSaid {
+			err = io.EOF // go-smtp has answered the timeout; just end
+		}
+		c.timeoutSaid = true
+		c.mu.Unlock()
 		return 0, err
 	}
+	c.mu.Unlock()
 	if d := time.Duration(c.idle.Load()); d > 0 {
 		c.Conn.SetReadDeadline(time.Now().Add(d))
 	}
@@ -84,8 +110,15 @@ func (c *conn) Read(b []byte) (int, error) {
 	c.sawFirst = c.sawFirst || n > 0
 	c.bytesIn += int64(n)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		// Sticky: nothing more is read from this client.
+		// Sticky: nothing more is read from this client. Inside a message
+		// the reply is ours (go-smtp would turn a BDAT read error into a
+		// permanent 554 that leaks socket addresses); outside, go-smtp
+		// answers its own 421 4.4.2 to the timeout.
+		if c.inData {
+			err = errStalledData
+		}
 		c.readErr = err
+		c.timeoutSaid = true
 	}
 	c.mu.Unlock()
 	if first && c.l.cfg.TLS != TLSImplicit && looksLikeHTTP(b[:n]) {
@@ -117,6 +150,7 @@ func (c *conn) Write(b []byte) (int, error) {
 		// A plaintext reply after "Ready to start TLS": go-smtp reports a
 		// failed handshake and would go on in plaintext. Close instead.
 		c.mu.Unlock()
+		c.l.srv.metrics.handshakes.WithLabelValues(c.l.cfg.Name, "starttls", "", "failed").Inc()
 		c.Close()
 		return 0, net.ErrClosed
 	}
@@ -124,6 +158,9 @@ func (c *conn) Write(b []byte) (int, error) {
 	// ASCII digit, so the flag needs no clearing once the handshake runs.
 	if bytes.HasPrefix(b, readyToStartTLS) {
 		c.startTLSSent = true
+		// The handshake (and the EHLO after it) has its own, shorter bound.
+		c.setIdle(c.l.srv.limits.HandshakeTimeout)
+		c.l.srv.metrics.startTLS.WithLabelValues(c.l.cfg.Name).Inc()
 	}
 	last := c.lastReply
 	c.mu.Unlock()

@@ -11,13 +11,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pires/go-proxyproto"
 	"go.uber.org/zap"
 )
 
-// listener is the net.Listener go-smtp serves. It admits connections within
-// the session limits, wraps them in *conn, and for implicit TLS completes the
-// handshake (bounded by HandshakeTimeout) before go-smtp sees the connection,
-// so a client that stalls mid-handshake never holds a go-smtp goroutine.
+// listener is the net.Listener go-smtp serves. The accept loop only takes a
+// slot of the total session limit; a goroutine per connection then reads a
+// PROXY header (where configured), applies the per-IP limit to the real
+// client address and, for implicit TLS, completes the handshake, each step
+// bounded by a timeout. So go-smtp only ever sees admitted connections, and a
+// client that stalls early never holds the accept loop or a go-smtp session.
 type listener struct {
 	raw  net.Listener
 	srv  *Server
@@ -60,33 +63,83 @@ func (l *listener) acceptLoop() {
 			continue
 		}
 		delay = 0
-		c := l.admit(raw)
-		if c == nil {
-			continue
-		}
-		if l.tls == nil {
-			if !l.hand(c) {
-				return
-			}
+		if !l.srv.sessions.acquireTotal() {
+			l.refuse(raw, addrOf(raw.RemoteAddr()), "limit_total", "Too many connections")
 			continue
 		}
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			tc := tls.Server(c, l.tls)
-			ctx, cancel := context.WithTimeout(context.Background(), l.srv.limits.HandshakeTimeout)
-			err := tc.HandshakeContext(ctx)
-			cancel()
-			if err != nil {
-				l.srv.log.Debug("TLS handshake failed", zap.String("session", c.id), zap.String("listener", l.cfg.Name),
-					zap.Stringer("client_ip", c.ip), zap.Error(err))
-				c.summary(func(s *sessionSummary) { s.endReason = "tls handshake failed" })
-				c.Close()
-				return
-			}
-			l.hand(tc)
+			l.prepare(raw)
 		}()
 	}
+}
+
+// prepare reads a PROXY header (if this listener takes them), applies the
+// per-IP limit, does the implicit TLS handshake, and hands the connection to
+// go-smtp.
+func (l *listener) prepare(raw net.Conn) {
+	var under net.Conn = raw
+	if pp := l.cfg.ProxyProtocol; pp != nil {
+		peer := addrOf(raw.RemoteAddr())
+		// A trusted load balancer must send the header; anyone else may
+		// connect directly but never claim another address.
+		policy := proxyproto.REJECT
+		if pp.trusts(peer) {
+			policy = proxyproto.REQUIRE
+		}
+		pc := proxyproto.NewConn(raw, proxyproto.WithPolicy(policy), proxyproto.SetReadHeaderTimeout(pp.headerTimeout()))
+		if _, err := pc.Read(nil); err != nil {
+			l.srv.sessions.releaseTotal()
+			l.srv.metrics.refused.WithLabelValues(l.cfg.Name, "proxy_header").Inc()
+			l.srv.log.Warn("PROXY header refused", zap.String("listener", l.cfg.Name), zap.Stringer("peer", peer), zap.Error(err))
+			raw.Close()
+			return
+		}
+		under = pc
+	}
+	ip := addrOf(under.RemoteAddr())
+	if !l.srv.sessions.acquireIP(ip) {
+		l.srv.sessions.releaseTotal()
+		l.refuse(raw, ip, "limit_per_ip", "Too many connections from your address")
+		return
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		tc.SetKeepAlive(true)
+	}
+	c := &conn{Conn: under, l: l, id: newSessionID(), ip: ip, start: time.Now(), writeIdle: l.srv.limits.WriteTimeout}
+	c.setIdle(l.srv.limits.CommandTimeout)
+	l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Inc()
+	l.srv.metrics.sessionsTotal.WithLabelValues(l.cfg.Name).Inc()
+	if l.tls == nil {
+		l.hand(c)
+		return
+	}
+	tc := tls.Server(c, l.tls)
+	ctx, cancel := context.WithTimeout(context.Background(), l.srv.limits.HandshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		l.srv.metrics.handshakes.WithLabelValues(l.cfg.Name, "implicit", "", "failed").Inc()
+		l.srv.log.Debug("TLS handshake failed", zap.String("session", c.id), zap.String("listener", l.cfg.Name),
+			zap.Stringer("client_ip", c.ip), zap.Error(err))
+		c.summary(func(s *sessionSummary) { s.endReason = "tls handshake failed" })
+		c.Close()
+		return
+	}
+	l.srv.metrics.handshakes.WithLabelValues(l.cfg.Name, "implicit", tlsVersionWord(tc.ConnectionState().Version), "ok").Inc()
+	l.hand(tc)
+}
+
+// refuse turns a connection away, with a 421 on plaintext listeners.
+func (l *listener) refuse(raw net.Conn, ip netip.Addr, reason, text string) {
+	l.srv.metrics.refused.WithLabelValues(l.cfg.Name, reason).Inc()
+	l.srv.log.Warn("connection refused", zap.String("listener", l.cfg.Name), zap.Stringer("client_ip", ip), zap.String("reason", reason))
+	if l.cfg.TLS != TLSImplicit {
+		raw.SetWriteDeadline(time.Now().Add(time.Second))
+		raw.Write([]byte("421 4.7.0 " + text + ", try again later\r\n"))
+	}
+	raw.Close()
 }
 
 // hand passes an accepted connection to go-smtp; false once the listener is closed.
@@ -101,34 +154,11 @@ func (l *listener) hand(c net.Conn) bool {
 	}
 }
 
-// admit applies the session limits and wraps the connection, or refuses it
-// with a 421 (in plaintext listeners) and returns nil.
-func (l *listener) admit(raw net.Conn) *conn {
-	ip := netip.Addr{}
-	if ta, ok := raw.RemoteAddr().(*net.TCPAddr); ok {
-		ip = ta.AddrPort().Addr().Unmap()
-	}
-	if reason := l.srv.sessions.acquire(ip); reason != "" {
-		l.srv.log.Warn("connection refused", zap.String("listener", l.cfg.Name), zap.Stringer("client_ip", ip), zap.String("reason", reason))
-		if l.cfg.TLS != TLSImplicit {
-			raw.SetWriteDeadline(time.Now().Add(time.Second))
-			raw.Write([]byte("421 4.7.0 " + reason + ", try again later\r\n"))
-		}
-		raw.Close()
-		return nil
-	}
-	if tc, ok := raw.(*net.TCPConn); ok {
-		tc.SetKeepAlive(true)
-	}
-	c := &conn{Conn: raw, l: l, id: newSessionID(), ip: ip, start: time.Now(), writeIdle: l.srv.limits.WriteTimeout}
-	c.setIdle(l.srv.limits.CommandTimeout)
-	return c
-}
-
-// release frees the connection's slot and writes the per-session log line.
+// release frees the connection's slots and writes the per-session log line.
 func (l *listener) release(c *conn) {
 	l.srv.sessions.release(c.ip)
 	l.srv.untrack(c)
+	l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Dec()
 	l.srv.logSession(l.cfg.Name, c)
 }
 
@@ -155,6 +185,38 @@ func (l *listener) Close() error {
 
 func (l *listener) Addr() net.Addr { return l.raw.Addr() }
 
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// ProxyProtocol lets a listener take HAProxy's PROXY protocol (v1 and v2)
+// from trusted load balancers, so limits, policy and logs see the real client.
+type ProxyProtocol struct {
+	// Trusted are the addresses allowed (and required) to send the header.
+	Trusted []netip.Prefix
+	// HeaderTimeout bounds the wait for the header; default 5s.
+	HeaderTimeout time.Duration
+}
+
+func (p *ProxyProtocol) trusts(ip netip.Addr) bool {
+	for _, n := range p.Trusted {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *ProxyProtocol) headerTimeout() time.Duration {
+	if p.HeaderTimeout > 0 {
+		return p.HeaderTimeout
+	}
+	return 5 * time.Second
+}
+
 // sessionTable counts open sessions in total and per client IP.
 type sessionTable struct {
 	mu       sync.Mutex
@@ -164,21 +226,36 @@ type sessionTable struct {
 	maxPerIP int
 }
 
-// acquire takes a slot for ip or returns why it cannot.
-func (t *sessionTable) acquire(ip netip.Addr) string {
+// acquireTotal takes one of the total slots; it also bounds the goroutines
+// that wait for a PROXY header or a handshake.
+func (t *sessionTable) acquireTotal() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.maxTotal > 0 && t.total >= t.maxTotal {
-		return "Too many connections"
-	}
-	if t.maxPerIP > 0 && t.perIP[ip] >= t.maxPerIP {
-		return "Too many connections from your address"
+		return false
 	}
 	t.total++
-	t.perIP[ip]++
-	return ""
+	return true
 }
 
+func (t *sessionTable) releaseTotal() {
+	t.mu.Lock()
+	t.total--
+	t.mu.Unlock()
+}
+
+// acquireIP takes one of ip's slots.
+func (t *sessionTable) acquireIP(ip netip.Addr) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.maxPerIP > 0 && t.perIP[ip] >= t.maxPerIP {
+		return false
+	}
+	t.perIP[ip]++
+	return true
+}
+
+// release gives back both of a session's slots.
 func (t *sessionTable) release(ip netip.Addr) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -46,6 +46,9 @@ type ListenerConfig struct {
 	RequireTLS bool
 	// Auth offers AUTH (after TLS only). False never offers it (an MX port).
 	Auth bool
+	// ProxyProtocol, when set, takes PROXY protocol headers from trusted
+	// load balancers.
+	ProxyProtocol *ProxyProtocol
 }
 
 // BackendConfig describes the legacy server that receives accepted mail.
@@ -165,6 +168,8 @@ type Config struct {
 	Auth Authenticator
 	// Logger receives session and transaction lines; nil discards.
 	Logger *zap.Logger
+	// Metrics counts what happens; nil counts into a private registry.
+	Metrics *Metrics
 }
 
 // Server runs the listeners of one configuration.
@@ -177,6 +182,7 @@ type Server struct {
 	backend  *backend
 	sessions sessionTable
 	throttle *throttle
+	metrics  *Metrics
 
 	mu        sync.Mutex
 	open      map[*conn]net.Conn // the outer (TLS or plain) conn of each session
@@ -209,6 +215,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, open: map[*conn]net.Conn{}}
 	s.sessions = sessionTable{perIP: map[netip.Addr]int{}, maxTotal: s.limits.MaxSessions, maxPerIP: s.limits.MaxSessionsPerIP}
+	s.metrics = cfg.Metrics
+	if s.metrics == nil {
+		s.metrics = NewMetrics(nil)
+	}
 	s.throttle = newThrottle(s.limits.AuthMaxFailures, s.limits.AuthFailWindow, 100_000)
 	s.policy.Store(cfg.Policy)
 	s.auth.Store(&authHolder{cfg.Auth})
@@ -277,8 +287,9 @@ func (s *Server) smtpServer(lc ListenerConfig) *smtp.Server {
 	srv := smtp.NewServer(&smtpBackend{srv: s, lc: lc})
 	srv.Domain = s.cfg.Hostname
 	srv.ErrorLog = zapErrorLog{s.log.Named("smtp")}
-	// go-smtp refuses a message of exactly MaxMessageBytes: add one.
-	srv.MaxMessageBytes = s.advertisedSize() + 1
+	// SIZE advertises the limit; go-smtp refuses a message of exactly
+	// MaxMessageBytes, so the limit is exclusive (documented).
+	srv.MaxMessageBytes = s.advertisedSize()
 	srv.MaxRecipients = s.limits.MaxRecipients
 	srv.MaxLineLength = s.limits.MaxLineLength
 	// Timeouts are enforced per read and write by conn (sliding deadlines);

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -46,6 +47,12 @@ func (b *smtpBackend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		st := nc.ConnectionState()
 		s.tls = &st
 		s.conn.setIdle(b.srv.limits.CommandTimeout)
+		if s.conn.upgraded() {
+			// First session after STARTTLS: count the handshake, and let
+			// shutdown write its 421 inside TLS.
+			b.srv.metrics.handshakes.WithLabelValues(b.lc.Name, "starttls", tlsVersionWord(st.Version), "ok").Inc()
+			b.srv.track(nc)
+		}
 		s.conn.summary(func(sum *sessionSummary) {
 			sum.tlsVersion = tlsVersionWord(st.Version)
 			sum.cipher = cipherName(st.CipherSuite)
@@ -69,10 +76,12 @@ type session struct {
 	tls  *tls.ConnectionState // nil before TLS
 	helo string
 
-	mu   sync.Mutex // go-smtp calls Reset and Logout while a BDAT Data runs
-	user string     // authenticated user; "" if none
-	tx   *transaction
-	idle *backendConn // backend connection kept from the last transaction
+	mu        sync.Mutex // go-smtp calls Reset and Logout while a BDAT Data runs
+	user      string     // authenticated user; "" if none
+	tx        *transaction
+	dataTx    *transaction // the transaction Data is streaming, if any
+	abortData func()       // aborts that stream
+	idle      *backendConn // backend connection kept from the last transaction
 }
 
 var (
@@ -122,7 +131,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if !s.lc.Auth || a == nil {
 		return nil, smtp.ErrAuthUnknownMechanism
 	}
-	if s.tx != nil {
+	if s.tx != nil || s.dataTx != nil {
 		return nil, errAuthInTx
 	}
 	if s.srv.throttle.blocked("ip:" + s.conn.ip.String()) {
@@ -216,11 +225,16 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return s.reply(addressReply(err))
 	}
 	s.endTx("") // a MAIL without RSET after a failed transaction
+	// One policy judges the whole transaction, even if a reload happens.
+	pol := s.srv.policy.Load()
+	if err := s.policyMail(pol, addr, opts); err != nil {
+		return err
+	}
 	// The client's AUTH= parameter is never forwarded as given (RFC 4954
 	// 5: only a trusted, authenticated party may assert it).
 	fwd := *opts
 	fwd.Auth = nil
-	s.tx = &transaction{pol: s.srv.policy.Load(), from: addr, opts: &fwd, start: time.Now()}
+	s.tx = &transaction{pol: pol, from: addr, opts: &fwd, start: time.Now()}
 	return nil
 }
 
@@ -261,7 +275,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if rcpt.IsNull() {
 		return errNullRcpt
 	}
-	d := tx.pol.CheckRecipient(s.facts(), tx.from, rcpt)
+	d := s.policyRcpt(tx, rcpt) // rules, recipient limit, rate limits
 	if d.Action != policy.Accept {
 		tx.note(rcpt.String(), d.Rule, d.Reply.Text)
 		return policyReply(d.Reply)
@@ -328,28 +342,68 @@ func (s *session) ensureBackend(tx *transaction) error {
 // Data streams the message to the backend and answers with the backend's
 // own reply: 250 only once the backend said 250.
 func (s *session) Data(r io.Reader) error {
+	// Data owns the transaction while it streams, without holding s.mu:
+	// with BDAT, go-smtp runs Data in its own goroutine and meanwhile calls
+	// Auth, Reset or Logout from the command loop. Those must not wait for
+	// a transfer that only the command loop can feed; Reset and Logout abort
+	// it instead (abortData).
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	tx := s.tx
 	if tx == nil || tx.bc == nil || tx.broken {
+		s.mu.Unlock()
 		return errTxBroken
 	}
-	s.conn.setIdle(s.srv.limits.DataTimeout)
-	defer s.conn.setIdle(s.srv.limits.CommandTimeout)
+	s.tx, s.dataTx = nil, tx
+	pipe, _ := r.(*io.PipeReader)
+	bc := tx.bc
+	s.abortData = func() {
+		tx.aborted.Store(true)
+		if pipe != nil {
+			pipe.CloseWithError(smtp.ErrDataReset)
+		}
+		bc.abort() // unblocks a write to the backend; no final dot is sent
+	}
+	s.mu.Unlock()
 
+	s.conn.setData(true, s.srv.limits.DataTimeout)
 	res, n, err := s.forward(tx, r)
+	s.conn.setData(false, s.srv.limits.CommandTimeout)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dataTx, s.abortData = nil, nil
 	tx.bytes = n
 	tx.done = true
+	s.srv.metrics.messageBytes.WithLabelValues(s.lc.Name).Add(float64(n))
+	if err == nil && tx.aborted.Load() {
+		err = errClientGone
+	}
 	if err != nil {
 		tx.result = replyText(err)
+		s.srv.metrics.messages.WithLabelValues(s.lc.Name, messageOutcome(err)).Inc()
+		s.finishTx(tx)
 		return s.reply(err)
 	}
 	tx.result = replyText(res)
 	tx.delivered = true
+	s.srv.metrics.messages.WithLabelValues(s.lc.Name, "delivered").Inc()
 	// The backend is in a clean state after a completed DATA: keep it for
-	// the next transaction of this session.
+	// the next transaction of this session. The backend may still close it
+	// while idle (its own timeout): reused lets the next MAIL retry once.
 	s.idle, tx.bc = tx.bc, nil
+	s.idle.reused = true
+	s.finishTx(tx)
 	return res
+}
+
+// messageOutcome classifies a failed DATA for the metrics: the backend or a
+// rule refused it (5xx), or it failed and the client will retry (4xx).
+func messageOutcome(err error) string {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) && se.Code >= 500 {
+		return "rejected"
+	}
+	return "failed"
 }
 
 // forward does the DATA exchange. The returned reply is the backend's 250 as
@@ -422,6 +476,7 @@ func (s *session) dataError(r io.Reader, werr, err error) error {
 func (s *session) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.stopData()
 	s.endTx("reset")
 }
 
@@ -429,6 +484,7 @@ func (s *session) Reset() {
 func (s *session) Logout() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.stopData()
 	s.endTx("logout")
 	if s.idle != nil {
 		s.srv.backend.put(s.idle)
@@ -437,7 +493,16 @@ func (s *session) Logout() error {
 	return nil
 }
 
-// endTx logs and closes the current transaction, if any.
+// stopData aborts a BDAT transfer still running in go-smtp's goroutine; that
+// goroutine finishes and logs the transaction itself.
+func (s *session) stopData() {
+	if s.abortData != nil {
+		s.abortData()
+		s.abortData = nil
+	}
+}
+
+// endTx closes the current transaction, if any, when it ends without DATA.
 func (s *session) endTx(why string) {
 	tx := s.tx
 	if tx == nil {
@@ -453,6 +518,11 @@ func (s *session) endTx(why string) {
 	if !tx.done && why != "" && tx.result == "" {
 		tx.result = "no data (" + why + ")"
 	}
+	s.finishTx(tx)
+}
+
+// finishTx counts and logs a finished transaction.
+func (s *session) finishTx(tx *transaction) {
 	s.conn.summary(func(sum *sessionSummary) {
 		sum.transactions++
 		if tx.delivered {
@@ -471,7 +541,8 @@ type transaction struct {
 	rules     []string // the rule that accepted each recipient
 	refused   []refusal
 	bc        *backendConn
-	broken    bool // the backend leg failed: nothing more can succeed
+	broken    bool        // the backend leg failed: nothing more can succeed
+	aborted   atomic.Bool // Reset or Logout cut a running transfer short
 	start     time.Time
 	bytes     int64
 	done      bool

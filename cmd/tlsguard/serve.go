@@ -119,6 +119,7 @@ func serve(cfg *Config, log *zap.Logger) error {
 		return err
 	}
 	log.Info("tlsguard ready", zap.String("hostname", cfg.Hostname), zap.String("config", cfg.file), zap.String("policy", cfg.Policy))
+	a.watchPolicy(ctx) // reload the policy when its file changes
 
 	for {
 		select {

@@ -1,0 +1,194 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"strings"
+)
+
+// pop3Reply reads one status line: "+OK text" or "-ERR text".
+func pop3Reply(c *conn) (ok bool, text string, err error) {
+	line, err := c.readLine()
+	if err != nil {
+		return false, "", err
+	}
+	switch {
+	case strings.HasPrefix(line, "+OK"):
+		return true, strings.TrimSpace(line[3:]), nil
+	case strings.HasPrefix(line, "-ERR"):
+		return false, strings.TrimSpace(line[4:]), nil
+	}
+	return false, line, fmt.Errorf("not a POP3 reply: %q", line)
+}
+
+// pop3Cmd sends a command and reads its status line.
+func pop3Cmd(c *conn, format string, args ...any) (bool, string, error) {
+	if err := c.writeLine(format, args...); err != nil {
+		return false, "", err
+	}
+	return pop3Reply(c)
+}
+
+// pop3Greeting reads the +OK greeting.
+func pop3Greeting(c *conn) error {
+	ok, text, err := pop3Reply(c)
+	if err != nil {
+		return fmt.Errorf("POP3 greeting: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("POP3 greeting: -ERR %s", text)
+	}
+	return nil
+}
+
+// pop3Caps asks for CAPA (RFC 2449 5); keys are the upper-case tags, values
+// the rest of the line.
+func pop3Caps(c *conn) (map[string]string, error) {
+	ok, _, err := pop3Cmd(c, "CAPA")
+	if err != nil {
+		return nil, fmt.Errorf("CAPA: %w", err)
+	}
+	caps := map[string]string{}
+	if !ok {
+		return caps, nil // a pre-RFC 2449 server: nothing advertised
+	}
+	for {
+		line, err := c.readLine()
+		if err != nil {
+			return nil, fmt.Errorf("CAPA: %w", err)
+		}
+		if line == "." {
+			return caps, nil
+		}
+		k, v, _ := strings.Cut(line, " ")
+		caps[strings.ToUpper(k)] = v
+	}
+}
+
+// pop3StartTLS reads the greeting and sends STLS (RFC 2595 4).
+func pop3StartTLS(c *conn) error {
+	if err := pop3Greeting(c); err != nil {
+		return err
+	}
+	ok, text, err := pop3Cmd(c, "STLS")
+	if err != nil {
+		return fmt.Errorf("STLS: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: STLS answered -ERR %s", errNoTLS, text)
+	}
+	return nil
+}
+
+// checkPOP3 audits a POP3 port: STLS or implicit TLS, and whether USER/PASS
+// or AUTH is accepted before TLS.
+func (a *auditor) checkPOP3(ctx context.Context, svc Service) []Finding {
+	pre := svc.String()
+	c, err := dial(ctx, a.dialAddr(svc.Port), a.cfg.Timeout)
+	if err != nil {
+		return closedFinding(svc, err)
+	}
+	defer c.Close()
+	var fs []Finding
+	add := func(more ...Finding) {
+		for _, f := range more {
+			f.Service, f.Port = svc.Name, svc.Port
+			fs = append(fs, f)
+		}
+	}
+	if svc.Kind == POP3S {
+		st, err := c.startTLS(ctx, a.clientTLSConfig())
+		add(a.checkTLSEndpoint(ctx, svc, st, err)...)
+		if err != nil {
+			return fs
+		}
+		if err := pop3Greeting(c); err != nil {
+			add(Finding{Grade: Warning, Check: pre + " pop3", Detail: err.Error()})
+		}
+		c.writeLine("QUIT")
+		return fs
+	}
+
+	if err := pop3Greeting(c); err != nil {
+		add(Finding{Grade: Warning, Check: pre + " pop3", Detail: err.Error(),
+			Advice: "the port is open but does not greet as a POP3 server should"})
+		return fs
+	}
+	caps, err := pop3Caps(c)
+	if err != nil {
+		add(Finding{Grade: Warning, Check: pre + " pop3", Detail: err.Error()})
+		return fs
+	}
+	_, stls := caps["STLS"]
+	if stls {
+		add(Finding{Grade: OK, Check: pre + " starttls", Detail: "STLS offered"})
+	} else {
+		add(Finding{Grade: Fail, Check: pre + " starttls", Detail: "STLS not offered: passwords and mail cross the network in clear",
+			Advice: "enable STLS, or better, serve POP3 over implicit TLS on 995 only (RFC 8314)"})
+	}
+	add(pop3LoginBeforeTLS(c, svc, caps))
+	c.writeLine("QUIT")
+
+	if stls {
+		tc, st, err := a.openTLS(ctx, svc, a.clientTLSConfig())
+		if err == nil {
+			tc.writeLine("QUIT")
+			tc.Close()
+		}
+		add(a.checkTLSEndpoint(ctx, svc, st, err)...)
+		if err == nil {
+			add(a.checkSTARTTLSInjection(ctx, svc))
+		}
+	}
+	return fs
+}
+
+// pop3LoginBeforeTLS probes USER with an invalid user, and AUTH without a
+// credential (cancelled with "*", RFC 5034 4). PASS is never sent: a +OK to
+// USER already means a client's next line would be its password in clear.
+// Dovecot answers a refusal with -ERR [AUTH] and a text that says why.
+func pop3LoginBeforeTLS(c *conn, svc Service, caps map[string]string) Finding {
+	f := Finding{Check: svc.String() + " login before tls"}
+	var notes []string
+	ok, text, err := pop3Cmd(c, "USER %s", probeUser)
+	if err != nil {
+		f.Grade, f.Detail = Warning, "USER: "+err.Error()
+		return f
+	}
+	reply := "USER answered -ERR " + text
+	if ok {
+		notes = append(notes, strings.TrimSpace("USER answered +OK "+text)+": a client's next line would be its password, in clear")
+	}
+
+	sasl := strings.Fields(strings.ToUpper(caps["SASL"]))
+	for _, m := range []string{"PLAIN", "LOGIN"} {
+		if err := c.writeLine("AUTH %s", m); err != nil {
+			break
+		}
+		line, err := c.readLine()
+		if err != nil {
+			break
+		}
+		if line == "+" || strings.HasPrefix(line, "+ ") {
+			notes = append(notes, "AUTH "+m+" got a continuation")
+			c.writeLine("*")
+			c.readLine()
+			break
+		}
+	}
+	for _, m := range sasl {
+		if m == "PLAIN" || m == "LOGIN" {
+			notes = append(notes, "SASL "+caps["SASL"]+" advertised in clear")
+			break
+		}
+	}
+	if len(notes) > 0 {
+		f.Grade = Fail
+		f.Detail = strings.Join(notes, "; ")
+		f.Advice = "refuse plaintext login before TLS (Dovecot: disable_plaintext_auth = yes, or auth_allow_cleartext = no from 2.4)"
+		return f
+	}
+	f.Grade = OK
+	f.Detail = "refused: " + reply
+	return f
+}

@@ -1,0 +1,97 @@
+package e2e
+
+// A broken config stops tlsguard before it listens, naming file:line:key.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestConfigErrorExitsBeforeListening(t *testing.T) {
+	t.Parallel()
+	bin := tlsguardBinary(t)
+
+	cases := []struct {
+		name, backend string
+		line          int    // of the bad key in the file below
+		key           string // must be named
+	}{
+		{"unknown key", "  address: \"127.0.0.1:2525\"\n  timout: 30s\n", 13, "timout"},
+		{"wrong type", "  address: \"127.0.0.1:2525\"\n  timeout: soon\n", 13, "timeout"},
+		{"bad enum", "  address: \"127.0.0.1:2525\"\n  tls: maybe\n", 13, "tls"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			listen := loopbackAddr(t)
+			pki := newTestPKI(t, dir)
+			users := writeHtpasswd(t, dir, map[string]string{aliceUser: alicePass})
+			writeFile(t, filepath.Join(dir, "policy.yaml"), policyYAML([]string{"example.org"}, nil))
+			// Line numbers matter: the backend section's second line is 13.
+			cfg := fmt.Sprintf(`hostname: mail.example.org
+state_dir: state
+listeners:
+  - name: submissions
+    address: %q
+    tls: implicit
+tls:
+  certificates:
+    - cert: %q
+      key: %q
+backend:
+%sauth:
+  users_file: %q
+policy: policy.yaml
+`, listen, pki.CertFile, pki.KeyFile, tc.backend, users)
+			file := filepath.Join(dir, "tlsguard.yaml")
+			writeFile(t, file, cfg)
+			if got := strings.Split(cfg, "\n")[tc.line-1]; !strings.Contains(got, tc.key) {
+				t.Fatalf("test bug: line %d is %q", tc.line, got)
+			}
+
+			// Watch the listener's port for as long as the process runs.
+			var listened atomic.Bool
+			watchCtx, stopWatch := context.WithCancel(context.Background())
+			watched := make(chan struct{})
+			defer stopWatch()
+			go func() {
+				defer close(watched)
+				for watchCtx.Err() == nil {
+					if c, err := net.DialTimeout("tcp", listen, 100*time.Millisecond); err == nil {
+						c.Close()
+						listened.Store(true)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}()
+
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "serve", "--config", file)
+			cmd.Dir = dir
+			out, err := cmd.CombinedOutput()
+			stopWatch()
+			<-watched
+			if ctx.Err() != nil {
+				t.Fatalf("tlsguard serve did not exit within 30s on a bad config:\n%s", out)
+			}
+			if err == nil {
+				t.Fatalf("tlsguard serve exited 0 on a bad config:\n%s", out)
+			}
+			want := fmt.Sprintf("tlsguard.yaml:%d", tc.line)
+			if !strings.Contains(string(out), want) || !strings.Contains(string(out), tc.key) {
+				t.Errorf("error output does not name %s and key %q:\n%s", want, tc.key, out)
+			}
+			if listened.Load() {
+				t.Errorf("tlsguard listened on %s before refusing its config", listen)
+			}
+		})
+	}
+}

@@ -1,0 +1,349 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// runNormalizer feeds in to a normalizer in the given pieces and returns
+// what it wrote and the first error.
+func runNormalizer(reject bool, pieces ...string) (string, error) {
+	var out bytes.Buffer
+	n := &normalizer{w: &out, reject: reject}
+	for _, p := range pieces {
+		m, err := n.Write([]byte(p))
+		if err != nil {
+			return out.String(), err
+		}
+		if m != len(p) {
+			return out.String(), fmt.Errorf("short write: %d of %d without error", m, len(p))
+		}
+	}
+	err := n.flush()
+	return out.String(), err
+}
+
+var normalizeCases = []struct {
+	in, want string
+	err      error // in normalize mode
+}{
+	{"", "", nil},
+	{"abc", "abc", nil},
+	{"a\r\nb\r\n", "a\r\nb\r\n", nil},
+	{"a\nb", "a\r\nb", nil},
+	{"a\rb", "a\r\nb", nil},
+	{"\n", "\r\n", nil},
+	{"\r", "\r\n", nil},
+	{"\r\r", "\r\n\r\n", nil},
+	{"\n\n", "\r\n\r\n", nil},
+	{"\n\r", "\r\n\r\n", nil},
+	{"a\r\r\nb", "a\r\n\r\nb", nil},
+	{"a\n\r\nb", "a\r\n\r\nb", nil},
+	{"x\n.\ny", "x\r\n.\r\ny", nil},
+	{"x\r.\ry", "x\r\n.\r\ny", nil},
+	{"x\n.\r\ny", "x\r\n.\r\ny", nil},
+	{"x\r\n.\ny", "x\r\n.\r\ny", nil},
+	{"x\r.\r\ny", "x\r\n.\r\ny", nil},
+	{"x\r\n.\r", "x\r\n.\r\n", nil},
+	{"end\r", "end\r\n", nil},
+	{"a\x00b", "a", errNUL},
+	{"\x00", "", errNUL},
+	{"a\r\x00", "a\r\n", errNUL},
+}
+
+// Every case, split at every byte boundary, and byte by byte, gives the
+// same output: the normalizer keeps its state across writes.
+func TestNormalizer(t *testing.T) {
+	for _, tc := range normalizeCases {
+		check := func(how string, pieces ...string) {
+			t.Helper()
+			got, err := runNormalizer(false, pieces...)
+			if !errors.Is(err, tc.err) || (tc.err == nil && err != nil) {
+				t.Errorf("%q %s: err %v, want %v", tc.in, how, err, tc.err)
+				return
+			}
+			if tc.err == nil && got != tc.want {
+				t.Errorf("%q %s: got %q, want %q", tc.in, how, got, tc.want)
+			}
+			if tc.err != nil && !strings.HasPrefix(tc.want, got) && got != tc.want {
+				t.Errorf("%q %s: wrote %q before failing, want at most %q", tc.in, how, got, tc.want)
+			}
+		}
+		check("whole", tc.in)
+		for i := 0; i <= len(tc.in); i++ {
+			check(fmt.Sprintf("split at %d", i), tc.in[:i], tc.in[i:])
+		}
+		var bytewise []string
+		for i := 0; i < len(tc.in); i++ {
+			bytewise = append(bytewise, tc.in[i:i+1])
+		}
+		check("byte by byte", bytewise...)
+	}
+}
+
+// Output never contains a bare CR or LF, for all short inputs over the
+// interesting alphabet.
+func TestNormalizerExhaustive(t *testing.T) {
+	alphabet := []byte{'a', '.', '\r', '\n'}
+	var gen func(prefix []byte, depth int)
+	gen = func(prefix []byte, depth int) {
+		in := string(prefix)
+		for i := 0; i <= len(in); i++ {
+			got, err := runNormalizer(false, in[:i], in[i:])
+			if err != nil {
+				t.Fatalf("%q: %v", in, err)
+			}
+			if !crlfOnly(got) {
+				t.Fatalf("%q split at %d: bare CR/LF in %q", in, i, got)
+			}
+			if strings.ReplaceAll(strings.ReplaceAll(got, "\r", ""), "\n", "") != strings.ReplaceAll(strings.ReplaceAll(in, "\r", ""), "\n", "") {
+				t.Fatalf("%q: text changed: %q", in, got)
+			}
+		}
+		if depth == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			gen(append(prefix, c), depth-1)
+		}
+	}
+	gen(nil, 6)
+}
+
+func crlfOnly(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\r':
+			if i+1 >= len(s) || s[i+1] != '\n' {
+				return false
+			}
+			i++
+		case '\n':
+			return false
+		}
+	}
+	return true
+}
+
+func TestNormalizerRejectMode(t *testing.T) {
+	ok := []string{"", "abc", "a\r\nb\r\n", "\r\n\r\n"}
+	bad := []string{"a\nb", "a\rb", "\r", "a\r\r\n", "x\r\n.\ny", "end\r"}
+	for _, in := range ok {
+		for i := 0; i <= len(in); i++ {
+			if got, err := runNormalizer(true, in[:i], in[i:]); err != nil || got != in {
+				t.Errorf("reject mode %q split %d: %q %v", in, i, got, err)
+			}
+		}
+	}
+	for _, in := range bad {
+		for i := 0; i <= len(in); i++ {
+			_, err := runNormalizer(true, in[:i], in[i:])
+			if err != errBareEOL {
+				t.Errorf("reject mode %q split %d: err %v, want errBareEOL", in, i, err)
+			}
+		}
+	}
+	if _, err := runNormalizer(true, "a\x00"); err != errNUL {
+		t.Errorf("NUL in reject mode: %v", err)
+	}
+	// The errors are bare *smtp.SMTPError values with the contract's codes.
+	if errBareEOL.Code != 550 || errBareEOL.EnhancedCode != (smtp.EnhancedCode{5, 5, 2}) {
+		t.Errorf("errBareEOL = %v", errBareEOL)
+	}
+	if errNUL.Code/100 != 5 {
+		t.Errorf("errNUL = %v", errNUL)
+	}
+}
+
+func TestThrottleLimitAndWindow(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	th := newThrottle(3, time.Minute, 100)
+	th.now = func() time.Time { return now }
+	if th.blocked("ip:a") {
+		t.Fatal("blocked before any failure")
+	}
+	if th.fail("ip:a") || th.fail("ip:a") {
+		t.Fatal("over the limit too early")
+	}
+	if th.blocked("ip:a") {
+		t.Fatal("blocked after 2 of 3")
+	}
+	if !th.fail("ip:a") || !th.blocked("ip:a") {
+		t.Fatal("not blocked at the limit")
+	}
+	if th.blocked("ip:b") {
+		t.Fatal("another key blocked")
+	}
+	now = now.Add(59 * time.Second)
+	if !th.blocked("ip:a") {
+		t.Fatal("unblocked inside the window")
+	}
+	now = now.Add(2 * time.Second)
+	if th.blocked("ip:a") {
+		t.Fatal("still blocked after the window")
+	}
+	if th.fail("ip:a") {
+		t.Fatal("count not restarted after the window")
+	}
+}
+
+// Memory is bounded however many distinct keys fail.
+func TestThrottleBoundedMemory(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	th := newThrottle(3, time.Minute, 100)
+	th.now = func() time.Time { return now }
+	for i := 0; i < 50_000; i++ {
+		th.fail(fmt.Sprintf("user:%d", i))
+		if i%1000 == 0 {
+			now = now.Add(time.Second)
+		}
+		if len(th.entries) > 100 || len(th.order) > 2*100+1 {
+			t.Fatalf("after %d keys: %d entries, %d in order", i+1, len(th.entries), len(th.order))
+		}
+	}
+	// Repeated expiry and re-adding of the same keys stays bounded too.
+	for i := 0; i < 50_000; i++ {
+		th.fail(fmt.Sprintf("ip:%d", i%50))
+		now = now.Add(2 * time.Minute)
+		if len(th.entries) > 100 || len(th.order) > 2*100+1 {
+			t.Fatalf("churn %d: %d entries, %d in order", i, len(th.entries), len(th.order))
+		}
+	}
+	if cap(th.order) > 64*100 {
+		t.Errorf("order backing array grew to %d", cap(th.order))
+	}
+}
+
+// A recent offender is still blocked while the table churns with fewer
+// keys than its capacity.
+func TestThrottleKeepsOffenderUnderCapacity(t *testing.T) {
+	th := newThrottle(3, time.Minute, 1000)
+	for i := 0; i < 3; i++ {
+		th.fail("ip:bad")
+	}
+	for i := 0; i < 500; i++ {
+		th.fail(fmt.Sprintf("user:%d", i))
+	}
+	if !th.blocked("ip:bad") {
+		t.Error("offender forgotten while the table was half full")
+	}
+}
+
+func TestLoginServerSteps(t *testing.T) {
+	type call struct{ id, user, pass string }
+	var got []call
+	check := func(id, user, pass string) error {
+		got = append(got, call{id, user, pass})
+		if pass != "pw" {
+			return errAuthInvalid
+		}
+		return nil
+	}
+
+	l := newLoginServer(check)
+	ch, done, err := l.Next(nil)
+	if string(ch) != "Username:" || done || err != nil {
+		t.Fatalf("step 0: %q %v %v", ch, done, err)
+	}
+	ch, done, err = l.Next([]byte("alice"))
+	if string(ch) != "Password:" || done || err != nil {
+		t.Fatalf("step 1: %q %v %v", ch, done, err)
+	}
+	ch, done, err = l.Next([]byte("pw"))
+	if ch != nil || !done || err != nil {
+		t.Fatalf("step 2: %q %v %v", ch, done, err)
+	}
+	if len(got) != 1 || got[0] != (call{"", "alice", "pw"}) {
+		t.Fatalf("check calls: %+v", got)
+	}
+	if _, done, err = l.Next([]byte("more")); !done || err == nil {
+		t.Fatalf("after done: %v %v", done, err)
+	}
+
+	// Initial response is the user name.
+	got = nil
+	l = newLoginServer(check)
+	ch, done, err = l.Next([]byte("bob"))
+	if string(ch) != "Password:" || done || err != nil {
+		t.Fatalf("IR: %q %v %v", ch, done, err)
+	}
+	_, done, err = l.Next([]byte("wrong"))
+	if !done || err != errAuthInvalid {
+		t.Fatalf("wrong password: %v %v", done, err)
+	}
+	if len(got) != 1 || got[0] != (call{"", "bob", "wrong"}) {
+		t.Fatalf("check calls: %+v", got)
+	}
+}
+
+func TestFlattenAndSplitEnhanced(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"one line", "one line"},
+		{"5.1.1 a\n5.1.1 b", "5.1.1 a b"},
+		{"first\nsecond", "first second"},
+	} {
+		if got := flatten(tc.in); got != tc.want {
+			t.Errorf("flatten(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	// A multi-line reply whose enhanced code is only on the last line (as
+	// go-smtp servers send it) keeps that code.
+	se := backendReply(&smtp.SMTPError{Code: 550, Message: "Rejected\n5.7.1 see https://help.example/"})
+	if se.EnhancedCode != (smtp.EnhancedCode{5, 7, 1}) {
+		t.Errorf("enhanced code lost: %+v", se)
+	}
+	// A non-SMTP error is the safe 451 4.4.1.
+	if backendReply(io.ErrUnexpectedEOF) != errBackendFailed {
+		t.Error("network error not mapped to errBackendFailed")
+	}
+	// A 2xx where an error was expected is a backend failure.
+	if backendReply(&smtp.SMTPError{Code: 250, Message: "ok"}) != errBackendFailed {
+		t.Error("2xx not mapped to errBackendFailed")
+	}
+}
+
+func TestSafeHeloName(t *testing.T) {
+	for in, want := range map[string]string{
+		"client.test":        "client.test",
+		"[192.0.2.1]":        "[192.0.2.1]",
+		"evil\r\nX-Injected": "evil__X-Injected",
+		"a b;c":              "a_b_c",
+		"":                   "unknown",
+	} {
+		if got := safeHeloName(in); got != want {
+			t.Errorf("safeHeloName(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := safeHeloName(strings.Repeat("h", 1000)); len(got) > 255 {
+		t.Errorf("long HELO kept %d bytes", len(got))
+	}
+}
+
+func BenchmarkNormalizer(b *testing.B) {
+	var msg []byte
+	for len(msg) < 5<<10 {
+		msg = append(msg, "Lorem ipsum dolor sit amet, consectetur adipiscing elit\r\n"...)
+		msg = append(msg, "bare lf line\nbare cr line\r"...)
+	}
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		n := &normalizer{w: io.Discard}
+		// In 4 KB pieces, as io.Copy hands them over.
+		for p := msg; len(p) > 0; {
+			k := min(len(p), 4096)
+			if _, err := n.Write(p[:k]); err != nil {
+				b.Fatal(err)
+			}
+			p = p[k:]
+		}
+		n.flush()
+	}
+}

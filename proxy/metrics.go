@@ -1,0 +1,77 @@
+package proxy
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the proxy's Prometheus collectors. Every label has a bounded
+// set of values (listener names from the config, mechanisms, rule names from
+// the policy, TLS versions, reply codes, fixed outcome words): never an
+// address, a user name or an IP.
+type Metrics struct {
+	sessionsOpen    *prometheus.GaugeVec
+	sessionsTotal   *prometheus.CounterVec
+	refused         *prometheus.CounterVec
+	handshakes      *prometheus.CounterVec
+	startTLS        *prometheus.CounterVec
+	auth            *prometheus.CounterVec
+	decisions       *prometheus.CounterVec
+	relayDenied     *prometheus.CounterVec
+	backendErrors   *prometheus.CounterVec
+	backendReplies  *prometheus.CounterVec
+	messages        *prometheus.CounterVec
+	messageBytes    *prometheus.CounterVec
+	deliveryLatency *prometheus.HistogramVec
+}
+
+// NewMetrics creates the collectors and registers them with reg (nil: a
+// private registry, so the proxy always has somewhere to count).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	const ns = "tlsguard"
+	m := &Metrics{
+		sessionsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "sessions_open",
+			Help: "Client sessions open now, per listener."}, []string{"listener"}),
+		sessionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_total",
+			Help: "Client sessions admitted, per listener."}, []string{"listener"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "connections_refused_total",
+			Help: "Connections refused before a session started, by reason (limit_total, limit_per_ip, proxy_header)."}, []string{"listener", "reason"}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tls_handshakes_total",
+			Help: "TLS handshakes with clients by mode (implicit, starttls), version and result (ok, failed)."}, []string{"listener", "mode", "version", "result"}),
+		startTLS: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "starttls_total",
+			Help: "STARTTLS commands accepted, per listener."}, []string{"listener"}),
+		auth: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "auth_total",
+			Help: "AUTH attempts by mechanism and result (success, failure, throttled, error)."}, []string{"listener", "mechanism", "result"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "policy_decisions_total",
+			Help: "Policy decisions for recipients by rule and action."}, []string{"rule", "action"}),
+		relayDenied: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "relay_denied_total",
+			Help: "Recipients refused with 550 5.7.1 relaying denied, per listener."}, []string{"listener"}),
+		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_errors_total",
+			Help: "Backend connection failures by stage (connect, mail, rcpt, data)."}, []string{"stage"}),
+		backendReplies: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_replies_total",
+			Help: "Replies from the backend by stage (mail, rcpt, data) and SMTP code."}, []string{"stage", "code"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_total",
+			Help: "Messages at the end of DATA by result (delivered, rejected, failed)."}, []string{"listener", "result"}),
+		messageBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "message_bytes_total",
+			Help: "Message bytes received from clients in DATA, per listener."}, []string{"listener"}),
+		deliveryLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "delivery_latency_seconds",
+			Help:    "Time from the client's end of DATA to the backend's reply.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"listener"}),
+	}
+	reg.MustRegister(m.sessionsOpen, m.sessionsTotal, m.refused, m.handshakes, m.startTLS, m.auth, m.decisions,
+		m.relayDenied, m.backendErrors, m.backendReplies, m.messages, m.messageBytes, m.deliveryLatency)
+	return m
+}
+
+// codeLabel renders an SMTP code as a label; anything outside 200-599 is
+// "other", so the label set stays bounded.
+func codeLabel(code int) string {
+	if code < 200 || code > 599 {
+		return "other"
+	}
+	return strconv.Itoa(code)
+}
