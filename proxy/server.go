@@ -184,6 +184,7 @@ type Server struct {
 	throttle *throttle
 	metrics  *Metrics
 
+	serving   atomic.Bool
 	mu        sync.Mutex
 	open      map[*conn]net.Conn // the outer (TLS or plain) conn of each session
 	servers   []*smtp.Server
@@ -265,11 +266,15 @@ func (s *Server) Start(ctx context.Context) error {
 				s.log.Error("listener stopped", zap.String("listener", lc.Name), zap.Error(err))
 			}
 		}()
-		s.log.Info("listening", zap.String("listener", lc.Name), zap.Stringer("address", raws[i].Addr()),
+		s.log.Info("listening", zap.String("listener", lc.Name), zap.Stringer("address", raws[i].Addr()), zap.Bool("proxy_protocol", lc.ProxyProtocol != nil),
 			zap.String("tls", string(lc.TLS)), zap.Bool("require_tls", lc.RequireTLS), zap.Bool("auth", lc.Auth && s.cfg.Auth != nil))
 	}
+	s.serving.Store(true)
 	return nil
 }
+
+// Serving reports whether the listeners are up (between Start and Shutdown).
+func (s *Server) Serving() bool { return s.serving.Load() }
 
 // Addrs returns the bound address of each listener, in config order.
 func (s *Server) Addrs() []net.Addr {
@@ -320,6 +325,7 @@ func (s *Server) advertisedSize() int64 {
 // Shutdown stops accepting, waits for open sessions until ctx is done, then
 // tells the remaining clients 421 4.3.2 and closes them.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.serving.Store(false)
 	s.mu.Lock()
 	servers := s.servers
 	for _, l := range s.listeners {

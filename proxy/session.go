@@ -135,6 +135,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		return nil, errAuthInTx
 	}
 	if s.srv.throttle.blocked("ip:" + s.conn.ip.String()) {
+		s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "throttled").Inc()
 		s.conn.closeAfterReply()
 		return nil, errAuthThrottle
 	}
@@ -154,9 +155,10 @@ func (s *session) authenticate(a Authenticator, mech, identity, user, pass strin
 	log := s.srv.log.With(zap.String("session", s.conn.id), zap.String("listener", s.lc.Name),
 		zap.Stringer("client_ip", s.conn.ip), zap.String("mechanism", mech), zap.String("user", user))
 	if !validUserName(user) {
-		return s.authFailed(log, ipKey, "", "bad user name")
+		return s.authFailed(log, mech, ipKey, "", "bad user name")
 	}
 	if s.srv.throttle.blocked(userKey) {
+		s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "throttled").Inc()
 		log.Warn("auth refused: user throttled")
 		s.conn.closeAfterReply()
 		return errAuthThrottle
@@ -164,31 +166,34 @@ func (s *session) authenticate(a Authenticator, mech, identity, user, pass strin
 	// RFC 4616: an authorization identity other than the login would let one
 	// user act as another; the legacy backend cannot check it, so refuse it.
 	if identity != "" && identity != user {
-		return s.authFailed(log, ipKey, userKey, "authorization identity differs from login")
+		return s.authFailed(log, mech, ipKey, userKey, "authorization identity differs from login")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.Backend.Timeout+5*time.Second)
 	defer cancel()
 	ok, err := a.Authenticate(ctx, user, pass)
 	if err != nil {
+		s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "error").Inc()
 		log.Error("auth check failed", zap.Error(err))
 		return errAuthTempFail
 	}
 	if !ok {
-		return s.authFailed(log, ipKey, userKey, "bad credentials")
+		return s.authFailed(log, mech, ipKey, userKey, "bad credentials")
 	}
 	s.user = user
 	s.conn.summary(func(sum *sessionSummary) { sum.user = user })
+	s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "success").Inc()
 	log.Info("auth succeeded")
 	return nil
 }
 
 // authFailed counts a failure, waits, and refuses; past the limit it ends the
 // connection with 421.
-func (s *session) authFailed(log *zap.Logger, ipKey, userKey, why string) error {
+func (s *session) authFailed(log *zap.Logger, mech, ipKey, userKey, why string) error {
 	over := s.srv.throttle.fail(ipKey)
 	if userKey != "" && s.srv.throttle.fail(userKey) {
 		over = true
 	}
+	s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "failure").Inc()
 	log.Warn("auth failed", zap.String("reason", why), zap.Bool("throttled", over))
 	// The delay slows guessing down; it holds only this session's goroutine.
 	time.Sleep(s.srv.limits.AuthFailDelay)
@@ -319,19 +324,23 @@ func (s *session) ensureBackend(tx *transaction) error {
 			bc, err = s.srv.backend.get(ctx)
 			cancel()
 			if err != nil {
+				s.srv.metrics.backendErrors.WithLabelValues("connect").Inc()
 				s.srv.log.Warn("backend unreachable", zap.String("session", s.conn.id), zap.Error(err))
 				return err
 			}
 		}
 		err := bc.c.Mail(tx.from.String(), tx.opts)
 		if err == nil {
+			s.srv.metrics.backendReplies.WithLabelValues("mail", "250").Inc()
 			tx.bc = bc
 			return nil
 		}
 		bc.abort()
-		if backendReply(err) != errBackendFailed {
+		if se := backendReply(err); se != errBackendFailed {
+			s.srv.metrics.backendReplies.WithLabelValues("mail", codeLabel(se.Code)).Inc()
 			return err
 		}
+		s.srv.metrics.backendErrors.WithLabelValues("mail").Inc()
 		if !bc.reused || attempt > 0 {
 			s.srv.log.Warn("backend failed at MAIL", zap.String("session", s.conn.id), zap.Error(err))
 			return err
@@ -431,12 +440,20 @@ func (s *session) forward(tx *transaction, r io.Reader) (*smtp.SMTPError, int64,
 		tx.breakOff()
 		return nil, n, s.dataError(r, werr, err)
 	}
+	sent := time.Now()
 	resp, err := w.CloseWithResponse()
+	s.srv.metrics.deliveryLatency.WithLabelValues(s.lc.Name).Observe(time.Since(sent).Seconds())
 	if err != nil {
 		se := backendReply(err)
+		if se == errBackendFailed {
+			s.srv.metrics.backendErrors.WithLabelValues("data").Inc()
+		} else {
+			s.srv.metrics.backendReplies.WithLabelValues("data", codeLabel(se.Code)).Inc()
+		}
 		tx.breakOff()
 		return nil, n, se
 	}
+	s.srv.metrics.backendReplies.WithLabelValues("data", "250").Inc()
 	ec, text, ok := splitEnhanced(flatten(resp.StatusText))
 	if !ok {
 		ec, text = smtp.EnhancedCode{2, 0, 0}, flatten(resp.StatusText)

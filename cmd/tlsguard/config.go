@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tlsguard/tlsguard/certs"
 	"github.com/tlsguard/tlsguard/logging"
+	"github.com/tlsguard/tlsguard/policy"
 	"github.com/tlsguard/tlsguard/policy/yamlx"
 	"github.com/tlsguard/tlsguard/proxy"
 )
@@ -32,6 +34,7 @@ type Config struct {
 	Limits          LimitsConf     `yaml:"limits"`
 	BareLineEndings string         `yaml:"bare_line_endings"`
 	ShutdownGrace   time.Duration  `yaml:"shutdown_grace"`
+	Admin           AdminConf      `yaml:"admin"`
 
 	file string // the config file, absolute
 }
@@ -44,6 +47,18 @@ type ListenerConf struct {
 	TLS        string `yaml:"tls"`
 	RequireTLS bool   `yaml:"require_tls"`
 	Auth       *bool  `yaml:"auth"`
+	// ProxyProtocol takes HAProxy PROXY headers (v1, v2) from these
+	// load balancers only.
+	ProxyProtocol *ProxyProtocolConf `yaml:"proxy_protocol"`
+}
+
+// ProxyProtocolConf is a listener's proxy_protocol section.
+type ProxyProtocolConf struct {
+	Pos           yamlx.Pos
+	Trusted       []string      `yaml:"trusted"`
+	HeaderTimeout time.Duration `yaml:"header_timeout"`
+
+	trusted []netip.Prefix
 }
 
 // BackendConf is the backend section.
@@ -163,6 +178,19 @@ func (c *Config) validate() yamlx.Errors {
 			add(l.Pos, "address", "%q is used by another listener", l.Address)
 		}
 		addrs[l.Address] = true
+		if pp := l.ProxyProtocol; pp != nil {
+			if len(pp.Trusted) == 0 {
+				add(pp.Pos, "trusted", "list the load balancers allowed to send PROXY headers (CIDRs)")
+			}
+			for i, cidr := range pp.Trusted {
+				n, err := policy.ParseNetwork(cidr)
+				if err != nil {
+					add(pp.Pos, fmt.Sprintf("trusted[%d]", i), "%v", err)
+					continue
+				}
+				pp.trusted = append(pp.trusted, n)
+			}
+		}
 		switch proxy.TLSMode(l.TLS) {
 		case proxy.TLSImplicit, proxy.TLSStartTLS:
 			needTLS = true
@@ -212,6 +240,11 @@ func (c *Config) validate() yamlx.Errors {
 	case "", proxy.BareNormalize, proxy.BareReject:
 	default:
 		add(c.Pos, "bare_line_endings", "%q is not one of normalize, reject", c.BareLineEndings)
+	}
+	if a := c.Admin.Address; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			add(c.Pos, "admin.address", "%q is not host:port", a)
+		}
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 30 * time.Second
@@ -311,6 +344,9 @@ func (c *Config) listeners() []proxy.ListenerConfig {
 	for i, l := range c.Listeners {
 		out[i] = proxy.ListenerConfig{Name: l.Name, Address: l.Address, TLS: proxy.TLSMode(l.TLS),
 			RequireTLS: l.RequireTLS, Auth: l.Auth == nil || *l.Auth}
+		if pp := l.ProxyProtocol; pp != nil {
+			out[i].ProxyProtocol = &proxy.ProxyProtocol{Trusted: pp.trusted, HeaderTimeout: pp.HeaderTimeout}
+		}
 	}
 	return out
 }

@@ -56,10 +56,23 @@ func runServe(args []string, _, stderr io.Writer) int {
 
 // app is what a running tlsguard holds and reloads.
 type app struct {
-	cfg   *Config
-	log   *zap.Logger
-	certs *certs.Manager
-	srv   *proxy.Server
+	cfg     *Config
+	log     *zap.Logger
+	certs   *certs.Manager
+	srv     *proxy.Server
+	metrics *adminMetrics
+}
+
+// reloaded counts a reload of what and logs a refusal.
+func (a *app) reloaded(what string, err error) {
+	result := "ok"
+	if err != nil {
+		result = "failed"
+		a.log.Error(what+" reload refused; the old one stays in force", zap.Error(err))
+	} else {
+		a.log.Info(what + " reloaded")
+	}
+	a.metrics.reloads.WithLabelValues(what, result).Inc()
 }
 
 func serve(cfg *Config, log *zap.Logger) error {
@@ -70,7 +83,7 @@ func serve(cfg *Config, log *zap.Logger) error {
 	defer signal.Stop(hup)
 
 	a := &app{cfg: cfg, log: log}
-	pol, err := policy.Load(cfg.Policy)
+	pol, err := a.loadPolicy()
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
@@ -95,7 +108,10 @@ func serve(cfg *Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	reg, am := newRegistry(func() *certs.Manager { return a.certs })
+	a.metrics = am
 	a.srv, err = proxy.New(proxy.Config{
+		Metrics:         proxy.NewMetrics(reg),
 		Hostname:        cfg.Hostname,
 		Listeners:       cfg.listeners(),
 		TLS:             serverTLS,
@@ -118,6 +134,20 @@ func serve(cfg *Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Admin.Address != "" {
+		ready := &readiness{
+			listening: a.srv.Serving,
+			certsOK:   func() bool { return a.certs == nil || len(a.certs.Expiry()) > 0 },
+			backend:   cfg.Backend.Address,
+			timeout:   cfg.Backend.Timeout,
+		}
+		stopAdmin, err := serveAdmin(cfg.Admin.Address, reg, ready, log)
+		if err != nil {
+			a.srv.Shutdown(context.Background())
+			return err
+		}
+		defer stopAdmin(context.Background())
+	}
 	log.Info("tlsguard ready", zap.String("hostname", cfg.Hostname), zap.String("config", cfg.file), zap.String("policy", cfg.Policy))
 	a.watchPolicy(ctx) // reload the policy when its file changes
 
@@ -139,25 +169,35 @@ func serve(cfg *Config, log *zap.Logger) error {
 // error is logged.
 func (a *app) reload() {
 	a.log.Info("reload requested (SIGHUP)")
-	if pol, err := policy.Load(a.cfg.Policy); err != nil {
-		a.log.Error("policy reload refused; the old policy stays in force", zap.Error(err))
-	} else {
+	pol, err := a.loadPolicy()
+	if err == nil {
 		a.srv.SetPolicy(pol)
-		a.log.Info("policy reloaded", zap.String("policy", a.cfg.Policy))
 	}
+	a.reloaded("policy", err)
 	if a.cfg.Auth.UsersFile != "" {
-		if auth, err := a.authenticator(); err != nil {
-			a.log.Error("users file reload refused; the old one stays in force", zap.Error(err))
-		} else {
+		auth, err := a.authenticator()
+		if err == nil {
 			a.srv.SetAuthenticator(auth)
-			a.log.Info("users file reloaded", zap.String("users_file", a.cfg.Auth.UsersFile))
 		}
+		a.reloaded("users", err)
 	}
 	if a.certs != nil {
-		if err := a.certs.Reload(); err != nil {
-			a.log.Error("certificate reload refused; the old certificates stay in force", zap.Error(err))
-		}
+		a.reloaded("certificates", a.certs.Reload())
 	}
+}
+
+// loadPolicy loads the policy file and refuses one that makes an open relay;
+// it warns about trusted networks that NAT makes everyone's.
+func (a *app) loadPolicy() (*policy.Policy, error) {
+	pol, err := policy.Load(a.cfg.Policy)
+	if err != nil {
+		return nil, err
+	}
+	if err := openRelayCheck(pol, a.listenerNames()); err != nil {
+		return nil, fmt.Errorf("%s: %w", a.cfg.Policy, err)
+	}
+	dockerNATWarnings(a.log, pol.TrustedNetworks())
+	return pol, nil
 }
 
 // authenticator builds the credential check the config asks for, or nil.

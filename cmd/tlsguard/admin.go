@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/tlsguard/tlsguard/certs"
+)
+
+// AdminConf is the admin section: an HTTP listener for metrics and health,
+// off unless an address is given. Keep it on loopback or a private network:
+// it has no authentication.
+type AdminConf struct {
+	Address string `yaml:"address"`
+}
+
+// adminMetrics are the process-level metrics that live outside the proxy.
+type adminMetrics struct {
+	reloads *prometheus.CounterVec
+}
+
+// newRegistry builds the registry with Go and process collectors, the
+// reload counter and, when certs is not nil, certificate expiry per name.
+func newRegistry(certs func() *certs.Manager) (*prometheus.Registry, *adminMetrics) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &adminMetrics{reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tlsguard", Name: "reloads_total",
+		Help: "Reloads by what (policy, users, certificates) and result (ok, failed)."}, []string{"what", "result"})}
+	reg.MustRegister(m.reloads, &expiryCollector{certs: certs})
+	return reg, m
+}
+
+// expiryCollector reports each certificate's expiry at scrape time.
+type expiryCollector struct {
+	certs func() *certs.Manager
+}
+
+var expiryDesc = prometheus.NewDesc("tlsguard_certificate_expiry_timestamp_seconds",
+	"When the certificate served for a name expires (Unix time); alert well before.", []string{"name"}, nil)
+
+func (e *expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
+
+func (e *expiryCollector) Collect(ch chan<- prometheus.Metric) {
+	m := e.certs()
+	if m == nil {
+		return
+	}
+	for name, t := range m.Expiry() {
+		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, float64(t.Unix()), name)
+	}
+}
+
+// readiness answers /readyz: listeners up, certificates loaded, backend
+// reachable within its timeout. The backend probe is cached for a few
+// seconds so a busy prober cannot hammer the legacy server.
+type readiness struct {
+	listening func() bool
+	certsOK   func() bool
+	backend   string
+	timeout   time.Duration
+
+	mu      sync.Mutex
+	checked time.Time
+	lastErr error
+}
+
+func (r *readiness) check(ctx context.Context) error {
+	if !r.listening() {
+		return errors.New("listeners not serving")
+	}
+	if !r.certsOK() {
+		return errors.New("no certificate loaded")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.checked) < 3*time.Second {
+		return r.lastErr
+	}
+	r.checked = time.Now()
+	r.lastErr = probeBackend(ctx, r.backend, r.timeout)
+	return r.lastErr
+}
+
+// probeBackend connects and reads the 220 greeting, then says QUIT.
+func probeBackend(ctx context.Context, addr string, timeout time.Duration) error {
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("backend %s: %w", addr, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	buf := make([]byte, 512)
+	n, err := c.Read(buf)
+	if err != nil {
+		return fmt.Errorf("backend %s: greeting: %w", addr, err)
+	}
+	if n < 3 || string(buf[:3]) != "220" {
+		return fmt.Errorf("backend %s: greeting is not 220", addr)
+	}
+	io.WriteString(c, "QUIT\r\n")
+	return nil
+}
+
+// serveAdmin starts the admin HTTP server; the returned func stops it.
+func serveAdmin(addr string, reg *prometheus.Registry, ready *readiness, log *zap.Logger) (func(context.Context) error, error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := ready.check(r.Context()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	if ta, ok := l.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+		log.Warn("admin endpoint is not on loopback: it has no authentication; keep it on a private network", zap.Stringer("address", l.Addr()))
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	go srv.Serve(l)
+	log.Info("admin listening", zap.Stringer("address", l.Addr()))
+	return srv.Shutdown, nil
+}
