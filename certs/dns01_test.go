@@ -26,6 +26,7 @@ type dnsServer struct {
 
 	mu      sync.Mutex
 	txt     map[string][]string // fqdn -> values
+	a       map[string]net.IP   // fqdn -> IPv4 address
 	added   []string            // fqdns of TXT records added by signed updates
 	removed []string
 	refused int // updates refused for a missing or bad signature
@@ -33,7 +34,7 @@ type dnsServer struct {
 
 func startDNSServer(t *testing.T, zone, keyName, secret string) *dnsServer {
 	t.Helper()
-	s := &dnsServer{zone: dns.Fqdn(zone), keyName: dns.Fqdn(keyName), txt: map[string][]string{}}
+	s := &dnsServer{zone: dns.Fqdn(zone), keyName: dns.Fqdn(keyName), txt: map[string][]string{}, a: map[string]net.IP{}}
 	var pc net.PacketConn
 	var ln net.Listener
 	for i := 0; ; i++ { // the same port for UDP and TCP
@@ -110,6 +111,10 @@ func (s *dnsServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		m.Rcode = dns.RcodeRefused
 	case q.Qtype == dns.TypeSOA && name == s.zone:
 		m.Answer = append(m.Answer, soa)
+	case q.Qtype == dns.TypeA && s.a[name] != nil:
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: s.a[name]})
+	case q.Qtype == dns.TypeAAAA && s.a[name] != nil:
+		m.Ns = append(m.Ns, soa) // the name exists, with no IPv6 address
 	case q.Qtype == dns.TypeTXT && len(s.txt[name]) > 0:
 		for _, v := range s.txt[name] {
 			m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 1}, Txt: []string{v}})
@@ -193,4 +198,11 @@ func TestACMEDNS01WrongKeyFails(t *testing.T) {
 	if !strings.Contains(err.Error(), acmeName) {
 		t.Errorf("error does not name %s: %v", acmeName, err)
 	}
+}
+
+// setA makes name resolve to ip.
+func (s *dnsServer) setA(name, ip string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.a[dns.Fqdn(strings.ToLower(name))] = net.ParseIP(ip).To4()
 }

@@ -21,7 +21,7 @@ func TestAuditDovecot(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := auditRun(t, "mail.audit.test", "--resolver", d.Addr, "--ports", dv.Ports()+",smtp="+auditItoa(closed), "--ca-file", pki.CAFile, "--timeout", "5s")
+		r := auditRun(t, "mail.audit.test", "--resolver", d.Addr, "--ports", dv.Ports()+",smtp="+auditItoa(closed), "--ca-file", pki.CAFile, "--timeout", auditServerTimeout)
 		r.expect(t, "smtp/"+auditItoa(closed)+" port", audit.Info, "closed")
 		imap, imaps, pop3, pop3s := "imap/"+auditItoa(dv.IMAP), "imaps/"+auditItoa(dv.IMAPS), "pop3/"+auditItoa(dv.POP3), "pop3s/"+auditItoa(dv.POP3S)
 		r.expect(t, imap+" starttls", audit.OK, "offered")
@@ -42,7 +42,7 @@ func TestAuditDovecot(t *testing.T) {
 
 	t.Run("plaintext and old TLS", func(t *testing.T) {
 		dv := auditStartDovecot(t, pki, auditDovecotOptions{Plaintext: true, OldTLS: true})
-		r := auditRun(t, "mail.audit.test", "--resolver", d.Addr, "--ports", dv.Ports(), "--ca-file", pki.CAFile, "--timeout", "5s")
+		r := auditRun(t, "mail.audit.test", "--resolver", d.Addr, "--ports", dv.Ports(), "--ca-file", pki.CAFile, "--timeout", auditServerTimeout)
 		imap, imaps, pop3 := "imap/"+auditItoa(dv.IMAP), "imaps/"+auditItoa(dv.IMAPS), "pop3/"+auditItoa(dv.POP3)
 		r.expect(t, imap+" starttls", audit.OK, "offered")
 		r.expect(t, imap+" login before tls", audit.Fail, "LOGIN answered NO [AUTHENTICATIONFAILED]", "AUTHENTICATE PLAIN got a continuation")
@@ -58,7 +58,7 @@ func TestAuditDovecot(t *testing.T) {
 		dv := auditStartDovecot(t, pki, auditDovecotOptions{})
 		// Without --ca-file the system roots do not know the test CA; with
 		// another server name the certificate does not match.
-		r := auditRun(t, "mail.audit.test", "--resolver", d.Addr, "--ports", "imaps="+auditItoa(dv.IMAPS), "--servername", "other.audit.test", "--timeout", "5s")
+		r := auditRun(t, "mail.audit.test", "--resolver", d.Addr, "--ports", "imaps="+auditItoa(dv.IMAPS), "--servername", "other.audit.test", "--timeout", auditServerTimeout)
 		r.expect(t, "imaps/"+auditItoa(dv.IMAPS)+" certificate", audit.Fail, "certificate")
 		r.expectExit(t, 1)
 	})

@@ -39,6 +39,11 @@ import (
 // has its own --timeout as well.
 const auditRunTimeout = 2 * time.Minute
 
+// auditServerTimeout is the --timeout for audits of real servers: generous,
+// because CI machines are small and shared (a loaded Postfix can take
+// seconds to greet); a healthy run takes well under a second.
+const auditServerTimeout = "20s"
+
 // auditResult is one run of `tlsguard audit ... --json`.
 type auditResult struct {
 	Report audit.Report

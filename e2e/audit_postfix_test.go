@@ -3,6 +3,8 @@ package e2e
 import (
 	"strings"
 	"testing"
+	"os/exec"
+	"time"
 
 	"github.com/tlsguard/tlsguard/audit"
 )
@@ -12,9 +14,13 @@ import (
 // Dovecot) and relaying for 127.0.0.0/8, the network the auditor is in. One
 // listener plays both port 25 and port 587.
 func TestAuditWeakPostfix(t *testing.T) {
+	t0 := time.Now()
+	defer func() { t.Logf("TIMING end of body %s", time.Since(t0)) }()
+	t.Cleanup(func() { t.Logf("TIMING cleanup done %s", time.Since(t0)) })
 	dir := t.TempDir()
 	pki := auditNewPKI(t, dir, "mail.audit.test", auditDovecotHost)
 	dv := auditStartDovecot(t, pki, auditDovecotOptions{Plaintext: true})
+	t.Logf("TIMING dovecot up %s", time.Since(t0))
 	pf := startPostfix(t,
 		"smtpd_sasl_auth_enable = yes",
 		"smtpd_sasl_type = dovecot",
@@ -27,11 +33,15 @@ func TestAuditWeakPostfix(t *testing.T) {
 		"default_transport = discard:",
 		"relay_transport = discard:",
 	)
+	t.Logf("TIMING postfix up %s", time.Since(t0))
+	if out, err := exec.Command("sh", "-c", "ss -ltnp | grep :"+auditPort(t, pf.Addr)+"; ls -la "+pf.Dir+"; cat "+pf.Dir+"/maillog | tail -5").CombinedOutput(); true {
+		t.Logf("DEBUG %v\n%s", err, out)
+	}
 	d := auditStartDNS(t, `weak.audit.test. 300 IN A 127.0.0.1`)
 	port := auditPort(t, pf.Addr)
 
 	r := auditRun(t, "weak.audit.test", "--resolver", d.Addr, "--ports", "smtp="+port+",submission="+port,
-		"--domain", "example.org", "--timeout", "5s")
+		"--domain", "example.org", "--timeout", auditServerTimeout)
 	for _, svc := range []string{"smtp/" + port, "submission/" + port} {
 		r.expect(t, svc+" starttls", audit.Fail, "not offered")
 		r.expect(t, svc+" auth before tls", audit.Fail, "AUTH LOGIN answered 334", "advertised: AUTH PLAIN LOGIN")
@@ -54,7 +64,7 @@ func TestAuditWeakPostfix(t *testing.T) {
 	}
 
 	t.Run("no relay probes", func(t *testing.T) {
-		r := auditRun(t, "weak.audit.test", "--resolver", d.Addr, "--ports", "smtp="+port, "--no-relay", "--timeout", "5s")
+		r := auditRun(t, "weak.audit.test", "--resolver", d.Addr, "--ports", "smtp="+port, "--no-relay", "--timeout", auditServerTimeout)
 		for _, f := range r.Report.Findings {
 			if strings.Contains(f.Check, "relay") {
 				t.Errorf("--no-relay still reported %s", f.Check)

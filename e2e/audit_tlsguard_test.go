@@ -30,7 +30,7 @@ func TestAuditTLSGuardIsClean(t *testing.T) {
 	)
 	mx, sub, subs := auditPort(t, g.MX), auditPort(t, g.Strict), auditPort(t, g.Submissions)
 	r := auditRun(t, "mail.example.org", "--resolver", d.Addr, "--domain", "example.org",
-		"--ports", "smtp="+mx+",submission="+sub+",smtps="+subs, "--ca-file", caFile, "--timeout", "5s")
+		"--ports", "smtp="+mx+",submission="+sub+",smtps="+subs, "--ca-file", caFile, "--timeout", auditServerTimeout)
 
 	for _, svc := range []string{"smtp/" + mx, "submission/" + sub} {
 		r.expect(t, svc+" starttls", audit.OK, "offered")

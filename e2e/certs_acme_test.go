@@ -1,7 +1,12 @@
 package e2e
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -9,10 +14,10 @@ import (
 	"github.com/tlsguard/tlsguard/certs/pebbletest"
 )
 
-// acmeTLSYAML is a tls: section that gets certsHostname from Pebble over
+// certsACMEYAML is a tls: section that gets certsHostname from Pebble over
 // HTTP-01, with the challenge listener on a free loopback port (Pebble runs
 // with PEBBLE_VA_ALWAYS_VALID, so it does not really connect to it).
-func acmeTLSYAML(t testing.TB, p *pebbletest.Pebble, extra string) string {
+func certsACMEYAML(t testing.TB, p *pebbletest.Pebble, extra string) string {
 	return fmt.Sprintf(`  acme:
     ca: %q
     ca_root: %q
@@ -25,19 +30,19 @@ func acmeTLSYAML(t testing.TB, p *pebbletest.Pebble, extra string) string {
 %s`, p.DirectoryURL, p.CARootFile, certsHostname, freePort(t), extra)
 }
 
-// ordersCompleted counts certmagic's log line for a completed order.
-func ordersCompleted(log string) int {
+// certsOrdersCompleted counts certmagic's log line for a completed order.
+func certsOrdersCompleted(log string) int {
 	return strings.Count(log, "certificate obtained successfully")
 }
 
 func TestCertsACMEServes465And587AndRestartReuses(t *testing.T) {
-	p := startCertsPebble(t, pebbletest.Options{})
+	p := certsStartPebble(t, pebbletest.Options{})
 	dir := t.TempDir()
 	// Pebble picks a random profile for an order without one: ask for 90 days.
-	tlsYAML := acmeTLSYAML(t, p, "    profile: "+pebbletest.DefaultProfile+"\n")
+	tlsYAML := certsACMEYAML(t, p, "    profile: "+pebbletest.DefaultProfile+"\n")
 
 	start := time.Now()
-	g := startCertsGuard(t, dir, tlsYAML)
+	g := certsStartGuard(t, dir, tlsYAML)
 	t.Logf("tlsguard obtained its certificate and listened in %v", time.Since(start).Round(time.Millisecond))
 	for name, chain := range map[string]func() string{
 		"465 (implicit TLS)": func() string {
@@ -67,28 +72,28 @@ func TestCertsACMEServes465And587AndRestartReuses(t *testing.T) {
 		}
 	}
 	serial := g.served465(t, certsHostname)[0].SerialNumber
-	if n := ordersCompleted(g.Log()); n != 1 {
+	if n := certsOrdersCompleted(g.Log()); n != 1 {
 		t.Errorf("first start completed %d orders, want 1", n)
 	}
 	g.Stop(t)
 
 	// Restart on the same state folder: the stored certificate is served
 	// and nothing is ordered.
-	g2 := startCertsGuard(t, dir, tlsYAML)
+	g2 := certsStartGuard(t, dir, tlsYAML)
 	g2.waitServedSerial(t, serial, 0)
-	if n := ordersCompleted(g2.Log()); n != 0 {
+	if n := certsOrdersCompleted(g2.Log()); n != 0 {
 		t.Errorf("restart completed %d orders, want 0 (the stored certificate is reused)", n)
 	}
 }
 
 func TestCertsACMEShortLivedRenewedWithoutRestart(t *testing.T) {
-	p := startCertsPebble(t, pebbletest.Options{ShortValidity: 10 * time.Second})
-	g := startCertsGuard(t, "", acmeTLSYAML(t, p, fmt.Sprintf("    profile: %s\n    renew_check_interval: 1s\n", pebbletest.ShortProfile)))
+	p := certsStartPebble(t, pebbletest.Options{ShortValidity: 10 * time.Second})
+	g := certsStartGuard(t, "", certsACMEYAML(t, p, fmt.Sprintf("    profile: %s\n    renew_check_interval: 1s\n", pebbletest.ShortProfile)))
 
 	// A session opened on the first certificate.
 	open := dialSMTP(t, g.Submission)
 	open.ehlo("client.example")
-	open.startTLS(insecureTLS())
+	open.startTLS(certsInsecureTLS())
 	open.ehlo("client.example")
 
 	first := g.served587(t, certsHostname)[0]
@@ -115,4 +120,35 @@ func TestCertsACMEShortLivedRenewedWithoutRestart(t *testing.T) {
 	// The session from before the renewal still works.
 	open.cmd("NOOP").expect(t, 250)
 	open.cmd("QUIT").expect(t, 221)
+}
+
+// TestCertsACMEStartFailsFastWithoutCertificate: with no certificate in
+// storage and a CA that refuses the name, tlsguard exits non-zero before
+// listening, and says why.
+func TestCertsACMEStartFailsFastWithoutCertificate(t *testing.T) {
+	p := certsStartPebble(t, pebbletest.Options{})
+	g := &certsGuard{Dir: t.TempDir(), Submissions: loopbackAddr(t), Submission: loopbackAddr(t)}
+	g.ConfigFile = filepath.Join(g.Dir, "tlsguard.yaml")
+	tlsYAML := strings.Replace(certsACMEYAML(t, p, ""), "names: ["+certsHostname+"]", "names: ["+pebbletest.BlockedName+"]", 1)
+	g.writeConfig(t, tlsYAML)
+
+	bin := tlsguardBinary(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, bin, "serve", "--config", g.ConfigFile).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() == 0 || ctx.Err() != nil {
+		t.Fatalf("tlsguard did not exit with an error (err %v, after %v):\n%s", err, time.Since(start), out)
+	}
+	t.Logf("exited %d after %v", exit.ExitCode(), time.Since(start).Round(time.Millisecond))
+	for _, want := range []string{"tls.acme", pebbletest.BlockedName, "rejectedIdentifier"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output does not mention %q:\n%s", want, out)
+		}
+	}
+	if c, err := net.DialTimeout("tcp", g.Submission, time.Second); err == nil {
+		c.Close()
+		t.Errorf("something listens on %s after a failed start", g.Submission)
+	}
 }

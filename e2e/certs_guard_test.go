@@ -38,10 +38,10 @@ type certsGuard struct {
 // certsHostname is the hostname and certificate name in these tests.
 const certsHostname = "mail.example.test"
 
-// startCertsGuard starts tlsguard in dir (a fresh temp dir when empty) with
+// certsStartGuard starts tlsguard in dir (a fresh temp dir when empty) with
 // tlsYAML as the body of its tls: section (indented two spaces). A second
 // call with the same dir reuses its state folder: a restart.
-func startCertsGuard(t testing.TB, dir, tlsYAML string) *certsGuard {
+func certsStartGuard(t testing.TB, dir, tlsYAML string) *certsGuard {
 	t.Helper()
 	bin := tlsguardBinary(t)
 	if dir == "" {
@@ -54,31 +54,7 @@ func startCertsGuard(t testing.TB, dir, tlsYAML string) *certsGuard {
 		ConfigFile:  filepath.Join(dir, "tlsguard.yaml"),
 		LogFile:     filepath.Join(dir, fmt.Sprintf("tlsguard-%d.log", time.Now().UnixNano())),
 	}
-	policyFile := filepath.Join(dir, "policy.yaml")
-	writeFile(t, policyFile, policyYAML([]string{"example.test"}, []string{"192.0.2.0/24"}))
-	cfg := fmt.Sprintf(`hostname: %s
-state_dir: %q
-listeners:
-  - name: submissions
-    address: %q
-    tls: implicit
-  - name: submission
-    address: %q
-    tls: starttls
-tls:
-%s
-backend:
-  address: %q
-  tls: none
-  timeout: 5s
-policy: %q
-shutdown_grace: 2s
-log:
-  level: debug
-  format: json
-`, certsHostname, filepath.Join(dir, "state"), g.Submissions, g.Submission,
-		strings.TrimRight(tlsYAML, "\n"), loopbackAddr(t), policyFile)
-	writeFile(t, g.ConfigFile, cfg)
+	g.writeConfig(t, tlsYAML)
 
 	logf, err := os.Create(g.LogFile)
 	if err != nil {
@@ -106,6 +82,36 @@ log:
 		t.Fatalf("tlsguard: %v\nlog:\n%s", err, g.Log())
 	}
 	return g
+}
+
+// writeConfig writes tlsguard.yaml and a policy into g.Dir.
+func (g *certsGuard) writeConfig(t testing.TB, tlsYAML string) {
+	t.Helper()
+	policyFile := filepath.Join(g.Dir, "policy.yaml")
+	writeFile(t, policyFile, policyYAML([]string{"example.test"}, []string{"192.0.2.0/24"}))
+	cfg := fmt.Sprintf(`hostname: %s
+state_dir: %q
+listeners:
+  - name: submissions
+    address: %q
+    tls: implicit
+  - name: submission
+    address: %q
+    tls: starttls
+tls:
+%s
+backend:
+  address: %q
+  tls: none
+  timeout: 5s
+policy: %q
+shutdown_grace: 2s
+log:
+  level: debug
+  format: json
+`, certsHostname, filepath.Join(g.Dir, "state"), g.Submissions, g.Submission,
+		strings.TrimRight(tlsYAML, "\n"), loopbackAddr(t), policyFile)
+	writeFile(t, g.ConfigFile, cfg)
 }
 
 // Stop sends SIGTERM and waits for the process to exit.
@@ -176,9 +182,9 @@ func (g *certsGuard) waitServedSerial(t testing.TB, want *big.Int, timeout time.
 	}
 }
 
-// startCertsPebble starts Pebble; like requireTool, a missing pebble fails
+// certsStartPebble starts Pebble; like requireTool, a missing pebble fails
 // the test under CI and skips it otherwise.
-func startCertsPebble(t testing.TB, opts pebbletest.Options) *pebbletest.Pebble {
+func certsStartPebble(t testing.TB, opts pebbletest.Options) *pebbletest.Pebble {
 	t.Helper()
 	if _, err := exec.LookPath("pebble"); err != nil && os.Getenv("CI") != "" {
 		t.Fatalf("CI is set but pebble is not on PATH: go install github.com/letsencrypt/pebble/v2/cmd/pebble@%s", pebbletest.Version)
@@ -186,8 +192,8 @@ func startCertsPebble(t testing.TB, opts pebbletest.Options) *pebbletest.Pebble 
 	return pebbletest.Start(t, opts)
 }
 
-// insecureTLS is a client config that accepts any certificate: these tests
+// certsInsecureTLS is a client config that accepts any certificate: these tests
 // check the served certificate themselves.
-func insecureTLS() *tls.Config {
+func certsInsecureTLS() *tls.Config {
 	return &tls.Config{ServerName: certsHostname, InsecureSkipVerify: true}
 }

@@ -22,7 +22,7 @@ type certsPair struct {
 	certPEM, keyPEM []byte
 }
 
-func newCertsPair(t testing.TB) certsPair {
+func certsNewPair(t testing.TB) certsPair {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -68,17 +68,17 @@ func (p certsPair) install(t testing.TB, certFile, keyFile string) {
 	}
 }
 
-func staticTLSYAML(certFile, keyFile, watch string) string {
+func certsStaticYAML(certFile, keyFile, watch string) string {
 	return fmt.Sprintf("  certificates:\n    - cert: %q\n      key: %q\n  watch_interval: %s\n", certFile, keyFile, watch)
 }
 
-// openSession is a 587 session after STARTTLS and EHLO, to prove a reload
+// certsOpenSession is a 587 session after STARTTLS and EHLO, to prove a reload
 // does not drop it.
-func openSession(t testing.TB, g *certsGuard) *smtpConn {
+func certsOpenSession(t testing.TB, g *certsGuard) *smtpConn {
 	t.Helper()
 	c := dialSMTP(t, g.Submission)
 	c.ehlo("client.example")
-	c.startTLS(insecureTLS())
+	c.startTLS(certsInsecureTLS())
 	c.ehlo("client.example")
 	c.cmd("MAIL FROM:<a@example.net>").expect(t, 250)
 	return c
@@ -87,14 +87,14 @@ func openSession(t testing.TB, g *certsGuard) *smtpConn {
 func TestCertsStaticReloadOnSIGHUP(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	a := newCertsPair(t)
+	a := certsNewPair(t)
 	a.install(t, certFile, keyFile)
 	// A long watch interval, so only the signal can cause the reload.
-	g := startCertsGuard(t, dir, staticTLSYAML(certFile, keyFile, "1h"))
+	g := certsStartGuard(t, dir, certsStaticYAML(certFile, keyFile, "1h"))
 	g.waitServedSerial(t, a.serial, 0)
-	open := openSession(t, g)
+	open := certsOpenSession(t, g)
 
-	b := newCertsPair(t)
+	b := certsNewPair(t)
 	b.install(t, certFile, keyFile)
 	time.Sleep(300 * time.Millisecond)
 	if got := g.served465(t, certsHostname)[0].SerialNumber; got.Cmp(a.serial) != 0 {
@@ -104,20 +104,27 @@ func TestCertsStaticReloadOnSIGHUP(t *testing.T) {
 	g.waitServedSerial(t, b.serial, 5*time.Second)
 
 	// A bad pair (a new cert with the old key) is refused; b stays.
-	c := newCertsPair(t)
+	c := certsNewPair(t)
 	if err := os.WriteFile(certFile, c.certPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	g.SIGHUP(t)
+	// The refusal is logged as an error naming the file (the wording is
+	// cmd's).
+	refused := func() bool {
+		for _, l := range strings.Split(g.Log(), "\n") {
+			if strings.Contains(l, `"level":"error"`) && strings.Contains(l, "refused") && strings.Contains(l, certFile) {
+				return true
+			}
+		}
+		return false
+	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(g.Log(), "certificate reload refused") {
+	for !refused() {
 		if time.Now().After(deadline) {
-			t.Fatal("no \"certificate reload refused\" in the log after SIGHUP with a mismatched pair")
+			t.Fatalf("no error naming %s logged after SIGHUP with a mismatched pair", certFile)
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	if !strings.Contains(g.Log(), certFile) {
-		t.Errorf("the refusal does not name %s", certFile)
 	}
 	g.waitServedSerial(t, b.serial, 0)
 
@@ -130,19 +137,19 @@ func TestCertsStaticReloadOnSIGHUP(t *testing.T) {
 func TestCertsStaticReloadOnFileChange(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	a := newCertsPair(t)
+	a := certsNewPair(t)
 	a.install(t, certFile, keyFile)
-	g := startCertsGuard(t, dir, staticTLSYAML(certFile, keyFile, "200ms"))
+	g := certsStartGuard(t, dir, certsStaticYAML(certFile, keyFile, "200ms"))
 	g.waitServedSerial(t, a.serial, 0)
-	open := openSession(t, g)
+	open := certsOpenSession(t, g)
 
 	// Replaced files, no signal: the watcher notices.
-	b := newCertsPair(t)
+	b := certsNewPair(t)
 	b.install(t, certFile, keyFile)
 	g.waitServedSerial(t, b.serial, 5*time.Second)
 
 	// Rewritten in place (same inode), no signal.
-	c := newCertsPair(t)
+	c := certsNewPair(t)
 	if err := os.WriteFile(keyFile, c.keyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -15,21 +15,21 @@ import (
 	"time"
 )
 
-// nmapRun is the part of `nmap -oX` output that ssl-enum-ciphers fills:
+// certsNmapRun is the part of `nmap -oX` output that ssl-enum-ciphers fills:
 // a table per TLS version with its ciphers.
-type nmapRun struct {
+type certsNmapRun struct {
 	Ports []struct {
 		Scripts []struct {
-			ID     string      `xml:"id,attr"`
-			Output string      `xml:"output,attr"`
-			Tables []nmapTable `xml:"table"`
+			ID     string           `xml:"id,attr"`
+			Output string           `xml:"output,attr"`
+			Tables []certsNmapTable `xml:"table"`
 		} `xml:"script"`
 	} `xml:"host>ports>port"`
 }
 
-type nmapTable struct {
-	Key    string      `xml:"key,attr"`
-	Tables []nmapTable `xml:"table"`
+type certsNmapTable struct {
+	Key    string           `xml:"key,attr"`
+	Tables []certsNmapTable `xml:"table"`
 	Elems  []struct {
 		Key   string `xml:"key,attr"`
 		Value string `xml:",chardata"`
@@ -43,12 +43,12 @@ func TestCertsTLSScan(t *testing.T) {
 	nmap := requireTool(t, "nmap")
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	newCertsPair(t).install(t, certFile, keyFile)
-	g := startCertsGuard(t, dir, staticTLSYAML(certFile, keyFile, "5s"))
+	certsNewPair(t).install(t, certFile, keyFile)
+	g := certsStartGuard(t, dir, certsStaticYAML(certFile, keyFile, "5s"))
 
 	t.Run("465 implicit TLS", func(t *testing.T) {
-		versions := nmapCiphers(t, nmap, g.Submissions, nil)
-		checkScan(t, versions)
+		versions := certsNmapCiphers(t, nmap, g.Submissions, nil)
+		certsCheckScan(t, versions)
 		if len(versions["TLSv1.2"]) == 0 || len(versions["TLSv1.3"]) == 0 {
 			t.Errorf("want TLS 1.2 and 1.3 offered, scan found %v", versions)
 		}
@@ -61,9 +61,9 @@ func TestCertsTLSScan(t *testing.T) {
 		// answer to STARTTLS and give up, so TLS 1.2 or 1.3 goes missing
 		// from the report at random. A relay that coalesces the server's
 		// writes (bytes unchanged) makes the scan deterministic.
-		relay := coalescingRelay(t, g.Submission)
-		versions := nmapCiphers(t, nmap, relay, []string{"--datadir", smtpServiceDB(t, relay)})
-		checkScan(t, versions)
+		relay := certsCoalescingRelay(t, g.Submission)
+		versions := certsNmapCiphers(t, nmap, relay, []string{"--datadir", certsSMTPServiceDB(t, relay)})
+		certsCheckScan(t, versions)
 		if len(versions["TLSv1.2"]) == 0 || len(versions["TLSv1.3"]) == 0 {
 			t.Errorf("want TLS 1.2 and 1.3 offered after STARTTLS, scan found %v", versions)
 		}
@@ -83,9 +83,9 @@ func TestCertsTLSScan(t *testing.T) {
 	})
 }
 
-// nmapCiphers runs ssl-enum-ciphers on addr and returns the cipher names
+// certsNmapCiphers runs ssl-enum-ciphers on addr and returns the cipher names
 // per TLS version.
-func nmapCiphers(t *testing.T, nmap, addr string, extra []string) map[string][]string {
+func certsNmapCiphers(t *testing.T, nmap, addr string, extra []string) map[string][]string {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(addr)
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
@@ -96,7 +96,7 @@ func nmapCiphers(t *testing.T, nmap, addr string, extra []string) map[string][]s
 	if err != nil {
 		t.Fatalf("nmap: %v\n%s", err, out)
 	}
-	var run nmapRun
+	var run certsNmapRun
 	if err := xml.Unmarshal(out, &run); err != nil {
 		t.Fatalf("nmap XML: %v\n%s", err, out)
 	}
@@ -126,9 +126,9 @@ func nmapCiphers(t *testing.T, nmap, addr string, extra []string) map[string][]s
 	return versions
 }
 
-// checkScan fails on any version below TLS 1.2 and on any TLS 1.2 suite
+// certsCheckScan fails on any version below TLS 1.2 and on any TLS 1.2 suite
 // that is not ECDHE with an AEAD cipher.
-func checkScan(t *testing.T, versions map[string][]string) {
+func certsCheckScan(t *testing.T, versions map[string][]string) {
 	t.Helper()
 	for v, ciphers := range versions {
 		switch v {
@@ -145,21 +145,21 @@ func checkScan(t *testing.T, versions map[string][]string) {
 	}
 }
 
-// smtpServiceDB writes an nmap data folder whose services file names
+// certsSMTPServiceDB writes an nmap data folder whose services file names
 // addr's port smtp, so ssl-enum-ciphers speaks STARTTLS first; nmap takes
 // its other data files from the default place. (--servicedb would do, but
 // it implies -F, which refuses -p; -sV would do, but its probes take 25 s.)
-func smtpServiceDB(t testing.TB, addr string) string {
+func certsSMTPServiceDB(t testing.TB, addr string) string {
 	_, port, _ := net.SplitHostPort(addr)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "nmap-services"), "smtp\t"+port+"/tcp\t0.5\t# tlsguard STARTTLS listener\n")
 	return dir
 }
 
-// coalescingRelay forwards connections from a new loopback port to target,
+// certsCoalescingRelay forwards connections from a new loopback port to target,
 // passing bytes unchanged but gathering what the server writes within a
 // few milliseconds into one write. It returns the relay's address.
-func coalescingRelay(t testing.TB, target string) string {
+func certsCoalescingRelay(t testing.TB, target string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

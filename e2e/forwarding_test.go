@@ -161,6 +161,37 @@ func TestBareLineEndingsNeverReachBackend(t *testing.T) {
 	}
 }
 
+// smugglingMessage is a message whose body holds a non-standard end of data
+// followed by a forged transaction to the victim; it ends properly.
+func smugglingMessage(name, end string) string {
+	return "Subject: smuggling " + name + "\r\n\r\nbefore" + end +
+		"MAIL FROM:<ceo@example.org>\r\nRCPT TO:<" + victim + ">\r\nDATA\r\n" +
+		"Subject: smuggled\r\n\r\nforged\r\n.\r\n"
+}
+
+// The control for TestSMTPSmugglingBlocked: sent straight to the naive
+// backend, the payload does smuggle a message to the victim. So the test
+// above would notice a proxy that let it through.
+func TestSmugglingPayloadWorksAgainstNaiveBackend(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t, "smtpd_forbid_bare_newline = no")
+
+	c := dialSMTP(t, pf.Addr)
+	c.ehlo("client.example.net")
+	c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
+	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
+	c.cmd("DATA").expect(t, 354)
+	c.send(smugglingMessage("control", "\n.\r\n"))
+	for i := 0; i < 4; i++ { // end of the first message, MAIL, RCPT, DATA
+		c.read()
+	}
+	c.read() // end of the smuggled message
+	c.cmd("QUIT").expect(t, 221)
+	if got := pf.WaitMessages(t, victim, 1)[0].Header.Get("Subject"); got != "smuggled" {
+		t.Errorf("victim got Subject %q", got)
+	}
+}
+
 // SMTP smuggling: a bare-LF end-of-data sequence inside the message must not
 // end the message at a naive backend and start a second, forged one.
 func TestSMTPSmugglingBlocked(t *testing.T) {
@@ -177,9 +208,7 @@ func TestSMTPSmugglingBlocked(t *testing.T) {
 		c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
 		c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
 		c.cmd("DATA").expect(t, 354)
-		c.send("Subject: smuggling " + name + "\r\n\r\nbefore" + end +
-			"MAIL FROM:<ceo@example.org>\r\nRCPT TO:<" + victim + ">\r\nDATA\r\n" +
-			"Subject: smuggled\r\n\r\nforged\r\n.\r\n")
+		c.send(smugglingMessage(name, end))
 		r := c.read()
 		switch {
 		case r.code == 250:

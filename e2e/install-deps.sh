@@ -5,13 +5,24 @@
 #
 #   Debian: postfix (the legacy backend; no system instance is configured or
 #           started), swaks + libnet-ssleay-perl (its TLS), apache2-utils
-#           (htpasswd), python3, openssl, ca-certificates
+#           (htpasswd), python3, openssl, ca-certificates, nmap, and what
+#           e2e/testdata/*/APT-PACKAGES list (Dovecot for the audit tests)
 #   Go:     Pebble v2.10.1, the ACME test CA, into $(go env GOPATH)/bin
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 PATH=$PATH:/usr/sbin:/usr/local/go/bin
 
-packages=(postfix swaks libnet-ssleay-perl apache2-utils python3 openssl ca-certificates)
+packages=(postfix swaks libnet-ssleay-perl apache2-utils python3 openssl ca-certificates nmap haproxy)
+# Other tests name the Debian packages they need in e2e/testdata/*/APT-PACKAGES
+# (one per line, # comments), so that adding one needs no edit here.
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+for f in "$here"/testdata/*/APT-PACKAGES; do
+	[ -f "$f" ] || continue
+	while read -r p _; do
+		case $p in '' | '#'*) continue ;; esac
+		packages+=("$p")
+	done <"$f"
+done
 pebble_version=v2.10.1
 
 missing=()
@@ -33,10 +44,14 @@ if [ "${1:-}" = --update ] || [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 	if [ "$tmp_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
-	# Belt and braces: a system Postfix must not hold port 25 or a queue.
+	# Belt and braces: system daemons must not hold ports or a queue.
 	if [ -s /var/spool/postfix/pid/master.pid ]; then
 		pid=$(tr -d ' ' </var/spool/postfix/pid/master.pid)
 		if kill -0 "$pid" 2>/dev/null; then postfix stop || true; fi
+	fi
+	if [ -s /run/dovecot/master.pid ]; then
+		pid=$(cat /run/dovecot/master.pid)
+		if kill -0 "$pid" 2>/dev/null; then kill "$pid" || true; fi
 	fi
 fi
 

@@ -35,7 +35,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// tlsguardBinary builds ./cmd/tlsguard once per test run and returns its path.
+// tlsguardBinary builds ./cmd/tlsguard once per test run (on first use, so
+// that tests without it do not wait for the build) and returns its path.
 func tlsguardBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -56,14 +57,16 @@ func tlsguardBinary(t testing.TB) string {
 	return binPath
 }
 
+// goTool is the go command that runs this test (go test puts its GOROOT in
+// the environment), else the one on PATH.
 func goTool() string {
-	if p := filepath.Join(os.Getenv("GOROOT"), "bin", "go"); os.Getenv("GOROOT") != "" {
-		return p
+	if root := os.Getenv("GOROOT"); root != "" && isExecutable(filepath.Join(root, "bin", "go")) {
+		return filepath.Join(root, "bin", "go")
 	}
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return "go"
+	return "/usr/local/go/bin/go"
 }
 
 // requireTool returns the path of a tool the test needs. Without it the test

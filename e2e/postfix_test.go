@@ -28,7 +28,6 @@ type Postfix struct {
 	Addr string // 127.0.0.1:port, plaintext SMTP
 	Dir  string // holds conf/, queue/, data/, mail/, maillog
 
-	t      testing.TB
 	master *exec.Cmd
 	exited chan struct{} // closed when master has exited
 }
@@ -84,7 +83,7 @@ func tryStartPostfix(t testing.TB, mainCF []string) (*Postfix, error) {
 	if err := writePostfixConfig(base, port, mainCF); err != nil {
 		return nil, err
 	}
-	p := &Postfix{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: base, t: t}
+	p := &Postfix{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: base}
 	if err := p.start(); err != nil {
 		p.stop()
 		return nil, err
@@ -155,22 +154,19 @@ func makeQueueDirs(base string) error {
 	}
 	uid, _ := strconv.Atoi(pf.Uid)
 	dropGID, _ := strconv.Atoi(postdrop.Gid)
-	dirs := []struct {
+	type dir struct {
 		path     string
 		uid, gid int
 		mode     os.FileMode
-	}{
+	}
+	dirs := []dir{
 		{"data", uid, 0, 0o700},
 		{"queue/pid", 0, 0, 0o755},
 		{"queue/maildrop", uid, dropGID, 0o730},
 		{"queue/public", uid, dropGID, 0o710},
 	}
 	for _, d := range []string{"active", "bounce", "corrupt", "defer", "deferred", "flush", "hold", "incoming", "private", "saved", "trace"} {
-		dirs = append(dirs, struct {
-			path     string
-			uid, gid int
-			mode     os.FileMode
-		}{"queue/" + d, uid, 0, 0o700})
+		dirs = append(dirs, dir{"queue/" + d, uid, 0, 0o700})
 	}
 	for _, d := range dirs {
 		p := filepath.Join(base, d.path)
@@ -215,6 +211,8 @@ func (p *Postfix) start() error {
 	defer out.Close()
 	p.master = exec.Command(filepath.Join(daemonDir, "master"), "-c", p.confDir(), "-s")
 	p.master.Stdout, p.master.Stderr = out, out
+	// If the test binary dies (panic, -timeout), take Postfix down with it.
+	p.master.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := p.master.Start(); err != nil {
 		return fmt.Errorf("starting master: %v", err)
 	}

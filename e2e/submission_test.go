@@ -114,6 +114,12 @@ func TestImplicitTLSRawSession(t *testing.T) {
 		t.Errorf("end-of-DATA reply %q does not carry Postfix's queue id %q", end.last(), id)
 	}
 
+	// One structured line per session and per transaction, with the facts
+	// an operator needs (matched by value: the key names are the proxy's).
+	expectLogLine(t, g, "transaction", aliceUser, carol, m.QueueID(), "submissions", "127.0.0.1")
+	expectLogLine(t, g, "session", aliceUser, "submissions", "127.0.0.1",
+		tls.CipherSuiteName(st.CipherSuite), strings.TrimPrefix(tls.VersionName(st.Version), "TLS "))
+
 	// Never a password or an AUTH payload in the log.
 	log := g.Log()
 	for _, secret := range []string{alicePass, b64(alicePass), b64("\x00" + aliceUser + "\x00" + alicePass)} {

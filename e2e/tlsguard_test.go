@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -101,6 +102,7 @@ func startTLSGuard(t testing.TB, backend *Postfix, opts ...guardOption) *TLSGuar
 	g.cmd = exec.Command(bin, "serve", "--config", g.ConfigFile)
 	g.cmd.Dir = dir
 	g.cmd.Stdout, g.cmd.Stderr = logf, logf
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // dies with the test binary
 	if err := g.cmd.Start(); err != nil {
 		t.Fatalf("starting tlsguard: %v", err)
 	}
@@ -228,6 +230,43 @@ func (g *TLSGuard) Log() string {
 		s = "...\n" + s[len(s)-max:]
 	}
 	return s
+}
+
+// expectLogLine waits until tlsguard's JSON log has a line whose "msg" is
+// msg and whose text contains every value (the session line is written when
+// the session ends, shortly after the client's QUIT).
+func expectLogLine(t testing.TB, g *TLSGuard, msg string, values ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var candidates []string
+		for _, line := range strings.Split(g.Log(), "\n") {
+			var rec struct {
+				Msg string `json:"msg"`
+			}
+			if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != msg {
+				continue
+			}
+			candidates = append(candidates, line)
+			if containsAll(line, values) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("no %q log line contains all of %q; %q lines:\n%s", msg, values, msg, strings.Join(candidates, "\n"))
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func containsAll(s string, values []string) bool {
+	for _, v := range values {
+		if !strings.Contains(s, v) {
+			return false
+		}
+	}
+	return true
 }
 
 // loopbackAddr returns 127.0.0.1:<a port free a moment ago>.

@@ -121,22 +121,25 @@ func (c *conn) Read(b []byte) (int, error) {
 		c.timeoutSaid = true
 	}
 	c.mu.Unlock()
-	if first && c.l.cfg.TLS != TLSImplicit && looksLikeHTTP(b[:n]) {
+	if first && c.l.cfg.TLS != TLSImplicit && notSMTP(b[:n]) {
 		// A browser or proxy tricked into talking to a mail port
-		// (cross-protocol attacks): hang up, as Postfix does for GET/POST.
-		c.summary(func(s *sessionSummary) { s.endReason = "non-SMTP client (HTTP)" })
+		// (cross-protocol attacks), or a PROXY header from a peer that is
+		// not a trusted load balancer: hang up, as Postfix does for GET/POST.
+		c.summary(func(s *sessionSummary) { s.endReason = "non-SMTP client" })
 		c.Close()
 		return 0, net.ErrClosed
 	}
 	return n, err
 }
 
-var httpMethods = [][]byte{[]byte("GET "), []byte("POST "), []byte("HEAD "), []byte("PUT "),
-	[]byte("CONNECT "), []byte("OPTIONS "), []byte("DELETE "), []byte("PATCH ")}
+var notSMTPPrefixes = [][]byte{[]byte("GET "), []byte("POST "), []byte("HEAD "), []byte("PUT "),
+	[]byte("CONNECT "), []byte("OPTIONS "), []byte("DELETE "), []byte("PATCH "),
+	[]byte("PROXY "), []byte("\r\n\r\n\x00\r\nQUIT\n")} // PROXY protocol v1, v2
 
-// looksLikeHTTP reports whether b starts like an HTTP request line.
-func looksLikeHTTP(b []byte) bool {
-	for _, m := range httpMethods {
+// notSMTP reports whether b starts like an HTTP request line or a PROXY
+// protocol header.
+func notSMTP(b []byte) bool {
+	for _, m := range notSMTPPrefixes {
 		if bytes.HasPrefix(b, m) {
 			return true
 		}

@@ -80,19 +80,16 @@ func (l *listener) acceptLoop() {
 // go-smtp.
 func (l *listener) prepare(raw net.Conn) {
 	var under net.Conn = raw
-	if pp := l.cfg.ProxyProtocol; pp != nil {
-		peer := addrOf(raw.RemoteAddr())
-		// A trusted load balancer must send the header; anyone else may
-		// connect directly but never claim another address.
-		policy := proxyproto.REJECT
-		if pp.trusts(peer) {
-			policy = proxyproto.REQUIRE
-		}
-		pc := proxyproto.NewConn(raw, proxyproto.WithPolicy(policy), proxyproto.SetReadHeaderTimeout(pp.headerTimeout()))
+	if pp := l.cfg.ProxyProtocol; pp != nil && pp.trusts(addrOf(raw.RemoteAddr())) {
+		// A trusted load balancer must send the header. Anyone else is a
+		// direct client and is not made to wait for one (SMTP servers speak
+		// first); a header it sends anyway is caught as a non-SMTP first
+		// line (conn.Read) and the connection closed.
+		pc := proxyproto.NewConn(raw, proxyproto.WithPolicy(proxyproto.REQUIRE), proxyproto.SetReadHeaderTimeout(pp.headerTimeout()))
 		if _, err := pc.Read(nil); err != nil {
 			l.srv.sessions.releaseTotal()
 			l.srv.metrics.refused.WithLabelValues(l.cfg.Name, "proxy_header").Inc()
-			l.srv.log.Warn("PROXY header refused", zap.String("listener", l.cfg.Name), zap.Stringer("peer", peer), zap.Error(err))
+			l.srv.log.Warn("PROXY header refused", zap.String("listener", l.cfg.Name), zap.Stringer("peer", addrOf(raw.RemoteAddr())), zap.Error(err))
 			raw.Close()
 			return
 		}

@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tlsguard/tlsguard/policy"
 )
 
 // Metrics are the proxy's Prometheus collectors. Every label has a bounded
@@ -74,4 +77,16 @@ func codeLabel(code int) string {
 		return "other"
 	}
 	return strconv.Itoa(code)
+}
+
+// countDecision counts one recipient decision; a 550 5.7.1 refusal is a
+// relaying refusal. The rule is a name from the policy file (bounded); the
+// file:line part some rules carry is cut off so a reload does not mint new
+// label values.
+func (s *Server) countDecision(listener string, d policy.Decision) {
+	rule, _, _ := strings.Cut(d.Rule, " (")
+	s.metrics.decisions.WithLabelValues(rule, strings.ToLower(d.Action.String())).Inc()
+	if d.Reply.Code == 550 && d.Reply.Enhanced == [3]int{5, 7, 1} {
+		s.metrics.relayDenied.WithLabelValues(listener).Inc()
+	}
 }

@@ -281,6 +281,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return errNullRcpt
 	}
 	d := s.policyRcpt(tx, rcpt) // rules, recipient limit, rate limits
+	s.srv.countDecision(s.lc.Name, d)
 	if d.Action != policy.Accept {
 		tx.note(rcpt.String(), d.Rule, d.Reply.Text)
 		return policyReply(d.Reply)
@@ -296,8 +297,11 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := tx.bc.c.Rcpt(rcpt.String(), opts); err != nil {
 		se := backendReply(err)
 		if se == errBackendFailed {
+			s.srv.metrics.backendErrors.WithLabelValues("rcpt").Inc()
 			s.srv.log.Warn("backend failed at RCPT", zap.String("session", s.conn.id), zap.Error(err))
 			tx.breakOff()
+		} else {
+			s.srv.metrics.backendReplies.WithLabelValues("rcpt", codeLabel(se.Code)).Inc()
 		}
 		tx.note(rcpt.String(), "backend", replyText(se))
 		return se

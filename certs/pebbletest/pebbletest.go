@@ -12,7 +12,8 @@
 // Each Pebble gets free loopback ports, its own JSON config with absolute
 // paths to its test certificates in the module cache, and
 // PEBBLE_VA_ALWAYS_VALID=1 PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 so
-// orders complete at once without really checking challenges.
+// orders complete at once without really checking challenges (unless
+// Options.RealValidation asks for real checks).
 package pebbletest
 
 import (
@@ -62,6 +63,17 @@ type Options struct {
 	// ShortValidity is the lifetime of certificates ordered with profile
 	// ShortProfile. Default 30s.
 	ShortValidity time.Duration
+	// RealValidation leaves PEBBLE_VA_ALWAYS_VALID off: Pebble really
+	// checks each challenge, connecting to 127.0.0.1-style addresses it
+	// resolves through DNSServer, on HTTPPort (http-01) and TLSPort
+	// (tls-alpn-01), and reading TXT records (dns-01) from DNSServer.
+	RealValidation bool
+	// DNSServer is the resolver Pebble's validator uses (host:port, UDP).
+	// Needed with RealValidation, since test names do not resolve.
+	DNSServer string
+	// HTTPPort and TLSPort are where the validator connects for http-01
+	// and tls-alpn-01. Default: free ports (see Pebble.HTTPPort).
+	HTTPPort, TLSPort int
 }
 
 // Pebble is a running Pebble CA.
@@ -70,6 +82,9 @@ type Pebble struct {
 	DirectoryURL string
 	// ManagementURL is the management interface, https://127.0.0.1:PORT.
 	ManagementURL string
+	// HTTPPort and TLSPort are where the validator connects for http-01
+	// and tls-alpn-01 (relevant with Options.RealValidation).
+	HTTPPort, TLSPort int
 	// CARootFile is the PEM file of the root that signed the ACME
 	// endpoint's own TLS certificate (Pebble's minica): the ca_root to
 	// configure, not the root of issued certificates (see IssuerRoot).
@@ -102,6 +117,12 @@ func Start(t testing.TB, opts Options) *Pebble {
 	}
 	minica := filepath.Join(src, "test", "certs", "pebble.minica.pem")
 	ports := freePorts(t, 4)
+	if opts.HTTPPort != 0 {
+		ports[2] = opts.HTTPPort
+	}
+	if opts.TLSPort != 0 {
+		ports[3] = opts.TLSPort
+	}
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress":                  "127.0.0.1:" + strconv.Itoa(ports[0]),
 		"managementListenAddress":        "127.0.0.1:" + strconv.Itoa(ports[1]),
@@ -130,6 +151,8 @@ func Start(t testing.TB, opts Options) *Pebble {
 		DirectoryURL:  fmt.Sprintf("https://127.0.0.1:%d/dir", ports[0]),
 		ManagementURL: fmt.Sprintf("https://127.0.0.1:%d", ports[1]),
 		CARootFile:    minica,
+		HTTPPort:      ports[2],
+		TLSPort:       ports[3],
 		out:           &syncBuffer{},
 		waited:        make(chan struct{}),
 	}
@@ -142,13 +165,19 @@ func Start(t testing.TB, opts Options) *Pebble {
 		Proxy:           nil, // loopback only, whatever the environment says
 	}}
 
-	p.cmd = exec.Command(bin, "-config", cfgFile)
+	args := []string{"-config", cfgFile}
+	if opts.DNSServer != "" {
+		args = append(args, "-dnsserver", opts.DNSServer)
+	}
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(),
-		"PEBBLE_VA_ALWAYS_VALID=1",
 		"PEBBLE_VA_NOSLEEP=1",
 		"PEBBLE_WFE_NONCEREJECT=0",
 	)
+	if !opts.RealValidation {
+		p.cmd.Env = append(p.cmd.Env, "PEBBLE_VA_ALWAYS_VALID=1")
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("pebbletest: starting %s: %v", bin, err)

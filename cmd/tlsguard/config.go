@@ -203,6 +203,11 @@ func (c *Config) validate() yamlx.Errors {
 		}
 	}
 	if needTLS {
+		// self_signed is the fallback for when no certificate files are
+		// listed (the core contract's example sets both).
+		if len(c.TLS.Certificates) > 0 {
+			c.TLS.SelfSigned = false
+		}
 		if err := c.TLS.Validate(); err != nil {
 			errs = append(errs, asErrors(err, c.Pos, "tls")...)
 		}
@@ -312,10 +317,7 @@ func (c *Config) resolvePaths(dir string) {
 	abs(&c.Policy)
 	abs(&c.Auth.UsersFile)
 	abs(&c.Backend.TLSCAFile)
-	for i := range c.TLS.Certificates {
-		abs(&c.TLS.Certificates[i].Cert)
-		abs(&c.TLS.Certificates[i].Key)
-	}
+	c.TLS.ResolvePaths(dir)
 }
 
 // limits converts the limits section for the proxy.

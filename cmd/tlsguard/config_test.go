@@ -26,6 +26,9 @@ listeners:
     auth: false
 tls:
   min_version: "1.2"
+  certificates:
+    - cert: cert.pem
+      key: key.pem
   self_signed: true
 backend:
   address: "127.0.0.1:2525"
@@ -61,6 +64,9 @@ func TestLoadConfigValid(t *testing.T) {
 	if c.Policy != filepath.Join(dir, "policies/default.yaml") || c.Auth.UsersFile != filepath.Join(dir, "users.htpasswd") || c.StateDir != filepath.Join(dir, "state") {
 		t.Errorf("paths not resolved against the config folder: %q %q %q", c.Policy, c.Auth.UsersFile, c.StateDir)
 	}
+	if c.TLS.SelfSigned || c.TLS.Certificates[0].Cert != filepath.Join(dir, "cert.pem") {
+		t.Errorf("certificates must win over the self_signed fallback, paths resolved: %+v", c.TLS)
+	}
 	if c.Backend.Timeout != 10*time.Second || c.Limits.MaxMessageSize != 10<<20 {
 		t.Errorf("backend timeout %v, max size %d", c.Backend.Timeout, c.Limits.MaxMessageSize)
 	}
@@ -93,17 +99,17 @@ func TestLoadConfigErrors(t *testing.T) {
 	cases := []struct {
 		name, from, to, want string
 	}{
-		{"unknown key", "  timeout: 10s\n", "  timeout: 10s\n  timout: 5s\n", ":22: backend.timout: unknown key"},
+		{"unknown key", "  timeout: 10s\n", "  timeout: 10s\n  timout: 5s\n", ":25: backend.timout: unknown key"},
 		{"bad tls mode", "    tls: implicit\n", "    tls: implicitt\n", `:6: listeners[0].tls: "implicitt" is not one of implicit, starttls, none`},
-		{"bad duration", "  timeout: 10s\n", "  timeout: ten\n", `:21: backend.timeout: "ten" is not a duration`},
-		{"bad size", "  max_message_size: 10M\n", "  max_message_size: 10X\n", `:26: limits.max_message_size: "10X" is not a size`},
+		{"bad duration", "  timeout: 10s\n", "  timeout: ten\n", `:24: backend.timeout: "ten" is not a duration`},
+		{"bad size", "  max_message_size: 10M\n", "  max_message_size: 10X\n", `:29: limits.max_message_size: "10X" is not a size`},
 		{"duplicate listener", "  - name: mx\n", "  - name: submission\n", `:11: listeners[2].name: "submission" is used by another listener`},
 		{"bad address", "    address: \"127.0.0.1:2025\"\n", "    address: \"127.0.0.1\"\n", `:12: listeners[2].address: "127.0.0.1" is not host:port`},
-		{"bad backend tls", "  tls: none\n", "  tls: ssl\n", `:20: backend.tls: "ssl" is not one of none, starttls, implicit`},
+		{"bad backend tls", "  tls: none\n", "  tls: ssl\n", `:23: backend.tls: "ssl" is not one of none, starttls, implicit`},
 		{"wrong type", "    require_tls: true\n", "    require_tls: maybe\n", `:10: listeners[1].require_tls: must be true or false`},
 		{"bad log level", "  level: info\n", "  level: loud\n", `log: level: "loud" is not one of`},
 		{"hostname", "hostname: mail.example.org\n", "hostname: \"mail example\"\n", `:1: hostname: "mail example" is not a valid host name`},
-		{"both auth sources", "  users_file: users.htpasswd\n", "  users_file: users.htpasswd\n  backend: true\n", `:24: auth.backend: choose one`},
+		{"both auth sources", "  users_file: users.htpasswd\n", "  users_file: users.htpasswd\n  backend: true\n", `:27: auth.backend: choose one`},
 		{"require_tls without tls", "    tls: starttls\n    require_tls: true\n", "    tls: none\n    require_tls: true\n", `:10: listeners[1].require_tls: cannot be true`},
 	}
 	for _, tc := range cases {

@@ -29,6 +29,8 @@ const policyWatchInterval = 2 * time.Second
 // with SIGHUP.
 func (a *app) watchPolicy(ctx context.Context) {
 	w := newPolicyWatcher(a.cfg.Policy, a.log, a.srv.SetPolicy, a.listenerNames())
+	w.load = a.loadPolicy // the same checks as at start-up and on SIGHUP
+	w.report = func(err error) { a.reloaded("policy", err) }
 	go w.run(ctx, policyWatchInterval)
 }
 
@@ -46,9 +48,13 @@ type policyWatcher struct {
 	log       *zap.Logger
 	apply     func(*policy.Policy)
 	listeners map[string]bool
+	// load loads the policy file; report logs (and counts) the outcome of
+	// a reload. newPolicyWatcher sets plain defaults.
+	load   func() (*policy.Policy, error)
+	report func(err error)
 
-	seen       fileSig  // the last version acted on (loaded or refused)
-	pending    fileSig  // a new version seen once, waiting to settle
+	seen       fileSig // the last version acted on (loaded or refused)
+	pending    fileSig // a new version seen once, waiting to settle
 	hasPending bool
 	digest     [32]byte // content of the policy in force
 	statFailed bool
@@ -56,6 +62,14 @@ type policyWatcher struct {
 
 func newPolicyWatcher(path string, log *zap.Logger, apply func(*policy.Policy), listeners []string) *policyWatcher {
 	w := &policyWatcher{path: path, log: log, apply: apply, listeners: map[string]bool{}}
+	w.load = func() (*policy.Policy, error) { return policy.Load(path) }
+	w.report = func(err error) {
+		if err != nil {
+			log.Error("policy reload refused; the old one stays in force", zap.Error(err))
+		} else {
+			log.Info("policy reloaded")
+		}
+	}
 	for _, l := range listeners {
 		w.listeners[l] = true
 	}
@@ -107,21 +121,23 @@ func (w *policyWatcher) poll() bool {
 	w.seen = sig
 	data, err := os.ReadFile(w.path)
 	if err != nil {
-		w.log.Error("policy reload refused; the old policy stays in force", zap.String("policy", w.path), zap.String("trigger", "file change"), zap.Error(err))
+		w.log.Info("policy file changed on disk; reloading", zap.String("policy", w.path), zap.String("trigger", "file change"))
+		w.report(err)
 		return false
 	}
 	digest := sha256.Sum256(data)
 	if digest == w.digest {
 		return false // touched, not changed
 	}
-	p, err := policy.Parse(w.path, data)
+	w.log.Info("policy file changed on disk; reloading", zap.String("policy", w.path), zap.String("trigger", "file change"))
+	p, err := w.load()
 	if err != nil {
-		w.log.Error("policy reload refused; the old policy stays in force", zap.String("policy", w.path), zap.String("trigger", "file change"), zap.Error(err))
+		w.report(err)
 		return false
 	}
 	w.apply(p)
 	w.digest = digest
-	w.log.Info("policy reloaded", zap.String("policy", w.path), zap.String("trigger", "file change"), zap.Int("rules", len(p.Rules())))
+	w.report(nil)
 	w.warnListeners(p)
 	return true
 }

@@ -93,10 +93,6 @@ func serve(cfg *Config, log *zap.Logger) error {
 	}
 	var serverTLS *tls.Config
 	if cfg.needsTLS() {
-		if cfg.TLS.SelfSigned && len(cfg.TLS.Certificates) > 0 {
-			// self_signed is the fallback for when no files are listed.
-			cfg.TLS.SelfSigned = false
-		}
 		a.certs, err = certs.New(ctx, cfg.TLS, certs.Options{Hostname: cfg.Hostname, StateDir: cfg.StateDir, Logger: log})
 		if err != nil {
 			return fmt.Errorf("certificates: %w", err)

@@ -1,0 +1,172 @@
+package e2e
+
+// The "tlsguard policy" commands, run as an operator runs them: the real
+// binary on real files.
+
+import (
+	"bytes"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runGuardCmd runs the tlsguard binary with args and returns its exit code,
+// stdout and stderr.
+func runGuardCmd(t testing.TB, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(tlsguardBinary(t), args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("tlsguard %v: %v", args, err)
+	}
+	t.Logf("$ tlsguard %s  (exit %d)\n%s%s", strings.Join(args, " "), cmd.ProcessState.ExitCode(), out.String(), errb.String())
+	return cmd.ProcessState.ExitCode(), out.String(), errb.String()
+}
+
+// shippedPolicyFiles lists ../policies/*.yaml without the cases files.
+func shippedPolicyFiles(t testing.TB) []string {
+	t.Helper()
+	all, _ := filepath.Glob(filepath.Join("..", "policies", "*.yaml"))
+	var ps []string
+	for _, p := range all {
+		if !strings.HasSuffix(p, ".cases.yaml") {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) < 4 {
+		t.Fatalf("only %d shipped policies", len(ps))
+	}
+	return ps
+}
+
+func TestPolicyCheckCommand(t *testing.T) {
+	t.Parallel()
+	code, out, _ := runGuardCmd(t, append([]string{"policy", "check"}, shippedPolicyFiles(t)...)...)
+	if code != 0 || strings.Count(out, ": ok (") != len(shippedPolicyFiles(t)) {
+		t.Fatalf("shipped policies: exit %d", code)
+	}
+
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "policy.yaml")
+	writeFile(t, bad, `local_domains:
+  - example.org
+  - *.example.org
+trusted_networks: [10.1.2.3/8]
+rules:
+  - name: relay
+    action: accept
+`)
+	code, out, errOut := runGuardCmd(t, "policy", "check", bad)
+	if code != 1 || out != "" {
+		t.Fatalf("bad file: exit %d, stdout %q", code, out)
+	}
+	for _, want := range []string{
+		bad + ":3: invalid YAML",
+		"(a wildcard domain must be quoted",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q", want)
+		}
+	}
+	// Fix the YAML syntax: now every remaining problem is listed at once.
+	writeFile(t, bad, `local_domains:
+  - example.org
+  - "*.example.org"
+trusted_networks: [10.1.2.3/8]
+rules:
+  - name: relay
+    action: accept
+  - name: relay
+    recipients: ["^.*@partner\\.test$"]
+    action: accept
+`)
+	code, _, errOut = runGuardCmd(t, "policy", "check", bad)
+	for _, want := range []string{
+		bad + `:4: trusted_networks[0]: "10.1.2.3/8" has host bits set; did you mean 10.0.0.0/8?`,
+		bad + ":7: rules[0].action: this rule accepts any recipient from any client: an open relay",
+		bad + `:8: rules[1].name: duplicate name "relay" (already used by rules[0] on line 6)`,
+		bad + `:9: rules[1].recipients[0]: "^.*@partner\\.test$": regular expressions are not supported`,
+	} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("exit %d; stderr lacks %q", code, want)
+		}
+	}
+}
+
+func TestPolicyExplainCommand(t *testing.T) {
+	t.Parallel()
+	pol := filepath.Join("..", "policies", "university.yaml")
+	code, out, _ := runGuardCmd(t, "policy", "explain", "--policy", pol,
+		"--from", "dave@uni.example", "--to", "friend@example.net",
+		"--user", "dave", "--tls", "--ip", "198.51.100.7", "--listener", "submission")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	lines := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			lines[k] = strings.TrimSpace(v)
+		}
+	}
+	if lines["decision"] != "accept" || lines["reply"] != "250 2.1.5 OK" || !strings.HasPrefix(lines["rule"], "relay-needs-login ("+pol+":") {
+		t.Errorf("decision lines: %q", lines)
+	}
+	for _, want := range []string{
+		"no match client IP 198.51.100.7 is not in trusted_networks",
+		"no match needs tls: false; the session is encrypted",
+		"DECIDED matched: require_auth (the client is logged in as dave) -> 250 2.1.5 OK",
+		"ok sender <dave@uni.example> is allowed by may_send_as",
+	} {
+		if !containsWords(out, want) {
+			t.Errorf("explain output lacks %q", want)
+		}
+	}
+
+	// Refused: the reply, the rule and its line are the ones a client sees.
+	code, out, _ = runGuardCmd(t, "policy", "explain", "--policy", pol,
+		"--from", "promo@spam.example", "--to", "alice@uni.example", "--ip", "198.51.100.7", "--listener", "mx")
+	if code != 0 || !strings.Contains(out, "reply:    550 5.7.1 Mail from your domain is not accepted here; contact postmaster@uni.example") ||
+		!strings.Contains(out, "rule:     blocked-senders ("+pol+":") {
+		t.Errorf("exit %d", code)
+	}
+	if code, _, _ := runGuardCmd(t, "policy", "explain", "--policy", pol, "--to", "a@b.example"); code != 2 {
+		t.Errorf("without --from: exit %d, want 2", code)
+	}
+}
+
+// Every shipped policy passes its cases file, through the binary.
+func TestPolicyTestCommandOnShippedPolicies(t *testing.T) {
+	t.Parallel()
+	for _, p := range shippedPolicyFiles(t) {
+		cases := strings.TrimSuffix(p, ".yaml") + ".cases.yaml"
+		code, out, errOut := runGuardCmd(t, "policy", "test", p, cases)
+		if code != 0 || !strings.Contains(out, " passed, 0 failed") || errOut != "" {
+			t.Errorf("%s: exit %d", p, code)
+		}
+	}
+	// A failing case prints a diff and exits 1.
+	cases := filepath.Join(t.TempDir(), "cases.yaml")
+	writeFile(t, cases, "cases:\n  - name: loopback may relay\n    ip: 127.0.0.1\n    from: app@example.org\n    to: carol@foreign.test\n    expect: accept\n")
+	code, out, _ := runGuardCmd(t, "policy", "test", filepath.Join("..", "policies", "default.yaml"), cases)
+	if code != 1 || !strings.Contains(out, "FAIL  loopback may relay ("+cases+":2)") ||
+		!strings.Contains(out, "- expect: accept") || !strings.Contains(out, "+ expect: reject") {
+		t.Errorf("failing case: exit %d", code)
+	}
+}
+
+// containsWords reports whether a line of out holds words in this order,
+// ignoring how many spaces separate them (explain aligns columns).
+func containsWords(out, words string) bool {
+	want := strings.Join(strings.Fields(words), " ")
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(strings.Join(strings.Fields(l), " "), want) {
+			return true
+		}
+	}
+	return false
+}
