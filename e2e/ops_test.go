@@ -70,7 +70,7 @@ func TestOpsAdminMetricsHealthReadiness(t *testing.T) {
 	c := dialSMTP(t, g.Submission)
 	c.ehlo("client.test")
 	c.cmd("MAIL FROM:<x@foreign.test>").expect(t, 250)
-	c.cmd("RCPT TO:<" + dave + ">").expectPrefix(t, relayDenied)
+	c.cmd("RCPT TO:<"+dave+">").expectPrefix(t, relayDenied)
 	c.cmd("QUIT")
 
 	if code, body := httpGet(t, base+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
@@ -230,7 +230,7 @@ backend guardtls
 		t.Helper()
 		c.ehlo("client.test")
 		c.cmd("MAIL FROM:<x@client.test>").expect(t, 250)
-		c.cmd("RCPT TO:<" + dave + ">").expectPrefix(t, want)
+		c.cmd("RCPT TO:<"+dave+">").expectPrefix(t, want)
 		c.cmd("QUIT")
 	}
 	t.Run("trusted client through haproxy relays", func(t *testing.T) {
