@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -327,4 +328,57 @@ func startBinary(t testing.TB, cfg, addr string) *TLSGuard {
 		t.Fatalf("tlsguard: %v\n%s", err, g.Log())
 	}
 	return g
+}
+
+// SIGHUP re-reads the config: a listener removed stops accepting while its
+// open session finishes its message, a listener added starts, a broken file
+// changes nothing, and a section that needs a restart is named in the log.
+func TestOpsReloadConfigListeners(t *testing.T) {
+	pf := startPostfix(t)
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "policy.yaml")
+	writeFile(t, pol, "local_domains: [example.org]\ntrusted_networks: []\n")
+	oldAddr, newAddr := loopbackAddr(t), loopbackAddr(t)
+	config := func(name, addr, timeout string) string {
+		return fmt.Sprintf("hostname: mail.example.org\nstate_dir: %q\nlisteners:\n  - {name: %s, address: %q, tls: none}\n"+
+			"backend: {address: %q, timeout: %s}\npolicy: %q\nlog: {level: debug}\n", filepath.Join(dir, "state"), name, addr, pf.Addr, timeout, pol)
+	}
+	cfg := filepath.Join(dir, "tlsguard.yaml")
+	writeFile(t, cfg, config("old", oldAddr, "30s"))
+	g := startBinary(t, cfg, oldAddr)
+
+	c := dialSMTP(t, oldAddr)
+	c.ehlo("client.test")
+	c.cmd("MAIL FROM:<x@client.test>").expect(t, 250)
+	c.cmd("RCPT TO:<" + bob + ">").expect(t, 250)
+
+	writeFile(t, cfg, config("new", newAddr, "30s"))
+	g.cmd.Process.Signal(syscall.SIGHUP)
+	if err := waitListening(newAddr, g.exited, 10*time.Second); err != nil {
+		t.Fatalf("added listener: %v\n%s", err, g.Log())
+	}
+	expectLogLine(t, g, "listener closed; its open sessions finish", `"listener":"old"`)
+	if conn, err := net.DialTimeout("tcp", oldAddr, time.Second); err == nil {
+		conn.Close()
+		t.Errorf("removed listener %s still accepts", oldAddr)
+	}
+	// The session on the removed listener finishes its message.
+	c.cmd("DATA").expect(t, 354)
+	c.send("Subject: across a reload\r\n\r\nhello\r\n.\r\n")
+	c.read().expect(t, 250)
+	c.cmd("QUIT")
+	pf.WaitMessages(t, bob, 1)
+
+	// A broken file changes nothing.
+	writeFile(t, cfg, strings.Replace(config("new", newAddr, "30s"), "tls: none", "tls: nonsense", 1))
+	g.cmd.Process.Signal(syscall.SIGHUP)
+	expectLogLine(t, g, "config reload refused; the old one stays in force", "nonsense")
+	n := dialSMTP(t, newAddr)
+	n.ehlo("client.test")
+	n.cmd("QUIT")
+
+	// A restart-only section is named, and keeps its running value.
+	writeFile(t, cfg, config("new", newAddr, "45s"))
+	g.cmd.Process.Signal(syscall.SIGHUP)
+	expectLogLine(t, g, "config sections changed that apply only at restart; they keep their running values until then", `"backend"`)
 }

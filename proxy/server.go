@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -189,6 +190,7 @@ type Server struct {
 	open      map[*conn]net.Conn // the outer (TLS or plain) conn of each session
 	servers   []*smtp.Server
 	listeners []*listener
+	retired   []*listener // closed by UpdateListeners; waited for at Shutdown
 	wg        sync.WaitGroup
 }
 
@@ -255,22 +257,95 @@ func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, lc := range s.cfg.Listeners {
-		l := newListener(s, raws[i], lc, s.cfg.TLS)
-		srv := s.smtpServer(lc)
-		s.servers = append(s.servers, srv)
-		s.listeners = append(s.listeners, l)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := srv.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, smtp.ErrServerClosed) {
-				s.log.Error("listener stopped", zap.String("listener", lc.Name), zap.Error(err))
-			}
-		}()
-		s.log.Info("listening", zap.String("listener", lc.Name), zap.Stringer("address", raws[i].Addr()), zap.Bool("proxy_protocol", lc.ProxyProtocol != nil),
-			zap.String("tls", string(lc.TLS)), zap.Bool("require_tls", lc.RequireTLS), zap.Bool("auth", lc.Auth && s.cfg.Auth != nil))
+		s.listeners = append(s.listeners, s.serve(lc, raws[i]))
 	}
 	s.serving.Store(true)
 	return nil
+}
+
+// serve starts go-smtp on a bound listener. s.mu is held.
+func (s *Server) serve(lc ListenerConfig, raw net.Listener) *listener {
+	l := newListener(s, raw, lc, s.cfg.TLS)
+	srv := s.smtpServer(lc)
+	s.servers = append(s.servers, srv)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := srv.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, smtp.ErrServerClosed) {
+			s.log.Error("listener stopped", zap.String("listener", lc.Name), zap.Error(err))
+		}
+	}()
+	s.log.Info("listening", zap.String("listener", lc.Name), zap.Stringer("address", raw.Addr()), zap.Bool("proxy_protocol", lc.ProxyProtocol != nil),
+		zap.String("tls", string(lc.TLS)), zap.Bool("require_tls", lc.RequireTLS), zap.Bool("auth", lc.Auth && s.cfg.Auth != nil))
+	return l
+}
+
+// UpdateListeners makes the open listeners match want: new ones are opened,
+// ones no longer wanted stop accepting (their open sessions finish), and one
+// whose settings changed is replaced. Addresses not in use are bound before
+// anything is closed, so a bind failure there changes nothing.
+func (s *Server) UpdateListeners(want []ListenerConfig) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.serving.Load() {
+		return errors.New("proxy: not serving")
+	}
+	current := map[string]*listener{}
+	for _, l := range s.listeners {
+		current[l.cfg.Name] = l
+	}
+	var open []ListenerConfig
+	keep := map[string]*listener{}
+	for _, w := range want {
+		if l := current[w.Name]; l != nil && reflect.DeepEqual(l.cfg, w) {
+			keep[w.Name] = l
+			delete(current, w.Name)
+			continue
+		}
+		open = append(open, w)
+	}
+	freed := map[string]bool{} // addresses that closing listeners give up
+	for _, l := range current {
+		freed[l.cfg.Address] = true
+	}
+	raws := map[string]net.Listener{}
+	for _, w := range open {
+		if freed[w.Address] {
+			continue
+		}
+		raw, err := net.Listen("tcp", w.Address)
+		if err != nil {
+			for _, r := range raws {
+				r.Close()
+			}
+			return fmt.Errorf("listener %s: %w", w.Name, err)
+		}
+		raws[w.Name] = raw
+	}
+	for _, l := range current {
+		l.Close()
+		s.retired = append(s.retired, l)
+		s.log.Info("listener closed; its open sessions finish", zap.String("listener", l.cfg.Name), zap.String("address", l.cfg.Address))
+	}
+	var errs []error
+	s.listeners = s.listeners[:0]
+	for _, w := range want {
+		if l := keep[w.Name]; l != nil {
+			s.listeners = append(s.listeners, l)
+			continue
+		}
+		raw := raws[w.Name]
+		if raw == nil {
+			var err error
+			if raw, err = net.Listen("tcp", w.Address); err != nil {
+				errs = append(errs, fmt.Errorf("listener %s: %w", w.Name, err))
+				continue
+			}
+		}
+		s.listeners = append(s.listeners, s.serve(w, raw))
+	}
+	s.cfg.Listeners = want
+	return errors.Join(errs...)
 }
 
 // Serving reports whether the listeners are up (between Start and Shutdown).
@@ -353,7 +428,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	s.wg.Wait()
-	for _, l := range s.listeners {
+	for _, l := range append(s.listeners, s.retired...) {
 		l.wg.Wait()
 	}
 	s.backend.drain()

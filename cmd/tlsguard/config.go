@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -361,4 +362,75 @@ func (c *Config) needsTLS() bool {
 		}
 	}
 	return false
+}
+
+// keepRestartOnly copies from running the sections that cannot change while
+// tlsguard runs (they shape the listeners' TLS, the backend leg, the limits
+// and the logger), and returns the names of those that differ. The rest of
+// c (listeners, policy, auth, shutdown_grace) applies on reload.
+func (c *Config) keepRestartOnly(running *Config) []string {
+	var changed []string
+	keep := func(name string, differs bool, restore func()) {
+		if differs {
+			changed = append(changed, name)
+			restore()
+		}
+	}
+	keep("hostname", c.Hostname != running.Hostname, func() { c.Hostname = running.Hostname })
+	keep("state_dir", c.StateDir != running.StateDir, func() { c.StateDir = running.StateDir })
+	keep("tls", !equalIgnoringPos(c.TLS, running.TLS) || c.needsTLS() != running.needsTLS(), func() { c.TLS = running.TLS })
+	keep("backend", !equalIgnoringPos(c.Backend, running.Backend), func() { c.Backend = running.Backend })
+	keep("limits", c.limits() != running.limits(), func() { c.Limits = running.Limits })
+	keep("log", c.Log != running.Log, func() { c.Log = running.Log })
+	keep("bare_line_endings", c.BareLineEndings != running.BareLineEndings, func() { c.BareLineEndings = running.BareLineEndings })
+	keep("admin", c.Admin != running.Admin, func() { c.Admin = running.Admin })
+	if c.needsTLS() && !running.needsTLS() {
+		// A TLS listener needs the certificates that were never loaded.
+		c.Listeners = running.Listeners
+		changed = append(changed, "listeners (a first TLS listener)")
+	}
+	return changed
+}
+
+var posType = reflect.TypeFor[yamlx.Pos]()
+
+// equalIgnoringPos compares two config values, ignoring where in the file
+// they were written (yamlx.Pos fields) and unexported fields.
+func equalIgnoringPos(a, b any) bool {
+	return equalValues(reflect.ValueOf(a), reflect.ValueOf(b))
+}
+
+func equalValues(a, b reflect.Value) bool {
+	if a.Type() != b.Type() {
+		return false
+	}
+	switch a.Kind() {
+	case reflect.Pointer:
+		if a.IsNil() || b.IsNil() {
+			return a.IsNil() == b.IsNil()
+		}
+		return equalValues(a.Elem(), b.Elem())
+	case reflect.Struct:
+		for i := 0; i < a.NumField(); i++ {
+			f := a.Type().Field(i)
+			if f.Type == posType || !f.IsExported() {
+				continue
+			}
+			if !equalValues(a.Field(i), b.Field(i)) {
+				return false
+			}
+		}
+		return true
+	case reflect.Slice:
+		if a.Len() != b.Len() {
+			return false
+		}
+		for i := 0; i < a.Len(); i++ {
+			if !equalValues(a.Index(i), b.Index(i)) {
+				return false
+			}
+		}
+		return true
+	}
+	return reflect.DeepEqual(a.Interface(), b.Interface())
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"reflect"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -152,8 +153,8 @@ func serve(cfg *Config, log *zap.Logger) error {
 		case <-hup:
 			a.reload()
 		case <-ctx.Done():
-			log.Info("shutting down", zap.Duration("grace", cfg.ShutdownGrace))
-			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+			log.Info("shutting down", zap.Duration("grace", a.cfg.ShutdownGrace))
+			sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
 			defer cancel()
 			return a.srv.Shutdown(sctx)
 		}
@@ -165,18 +166,30 @@ func serve(cfg *Config, log *zap.Logger) error {
 // error is logged.
 func (a *app) reload() {
 	a.log.Info("reload requested (SIGHUP)")
+	cfg, err := loadConfig(a.cfg.file)
+	if err != nil {
+		// A bad file changes nothing: not even the parts that are fine.
+		a.reloaded("config", err)
+		return
+	}
+	if later := cfg.keepRestartOnly(a.cfg); len(later) > 0 {
+		a.log.Warn("config sections changed that apply only at restart; they keep their running values until then", zap.Strings("sections", later))
+	}
+	if !reflect.DeepEqual(a.cfg.listeners(), cfg.listeners()) {
+		a.reloaded("listeners", a.srv.UpdateListeners(cfg.listeners()))
+	}
+	a.cfg = cfg
+	a.reloaded("config", nil)
 	pol, err := a.loadPolicy()
 	if err == nil {
 		a.srv.SetPolicy(pol)
 	}
 	a.reloaded("policy", err)
-	if a.cfg.Auth.UsersFile != "" {
-		auth, err := a.authenticator()
-		if err == nil {
-			a.srv.SetAuthenticator(auth)
-		}
-		a.reloaded("users", err)
+	auth, err := a.authenticator()
+	if err == nil {
+		a.srv.SetAuthenticator(auth)
 	}
+	a.reloaded("users", err)
 	if a.certs != nil {
 		a.reloaded("certificates", a.certs.Reload())
 	}
