@@ -36,6 +36,9 @@ type conn struct {
 	idle      atomic.Int64 // current idle timeout in nanoseconds
 	writeIdle time.Duration
 
+	wmu  sync.Mutex
+	wbuf *[]byte // replies not yet sent; nil when empty (pooled)
+
 	mu            sync.Mutex
 	readErr       error // sticky: set after a timeout
 	startTLSSent  bool  // "220 Ready to start TLS" was written in plaintext
@@ -90,6 +93,9 @@ func (c *conn) upgraded() bool {
 }
 
 func (c *conn) Read(b []byte) (int, error) {
+	if err := c.flush(); err != nil {
+		return 0, err
+	}
 	c.mu.Lock()
 	if c.readErr != nil {
 		err := c.readErr
@@ -168,17 +174,56 @@ func (c *conn) Write(b []byte) (int, error) {
 	last := c.lastReply
 	c.mu.Unlock()
 
+	c.wmu.Lock()
+	if c.wbuf == nil {
+		c.wbuf = writeBufs.Get().(*[]byte)
+	}
+	*c.wbuf = append(*c.wbuf, b...)
+	full := len(*c.wbuf) >= maxWriteBuf
+	c.wmu.Unlock()
+	if last {
+		c.flush()
+		c.Close()
+		return len(b), nil
+	}
+	if full {
+		if err := c.flush(); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}
+
+// Writes are held until the next read (or until maxWriteBuf): go-smtp
+// writes each reply line on its own, and a server always reads after it
+// has answered, so this turns a ten-line EHLO reply into one send without
+// delaying any reply. The buffer is pooled and given back at each flush, so
+// an idle session holds none.
+const maxWriteBuf = 16 << 10
+
+var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// flush sends the held writes.
+func (c *conn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wbuf == nil {
+		return nil
+	}
+	buf := c.wbuf
+	c.wbuf = nil
 	if c.writeIdle > 0 {
 		c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle))
 	}
-	n, err := c.Conn.Write(b)
+	n, err := c.Conn.Write(*buf)
 	c.mu.Lock()
 	c.bytesOut += int64(n)
 	c.mu.Unlock()
-	if last {
-		c.Close()
+	if cap(*buf) <= 64<<10 {
+		*buf = (*buf)[:0]
+		writeBufs.Put(buf)
 	}
-	return n, err
+	return err
 }
 
 // closeAfterReply makes the next reply the last one on this connection.
@@ -195,10 +240,12 @@ func (c *conn) summary(f func(s *sessionSummary)) {
 	c.mu.Unlock()
 }
 
-// Close closes the connection once, releases its slot and logs the session.
+// Close sends what is held, closes the connection once, releases its slot
+// and logs the session.
 func (c *conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
+		c.flush()
 		err = c.Conn.Close()
 		c.l.release(c)
 	})
