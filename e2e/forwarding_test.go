@@ -4,6 +4,7 @@ package e2e
 // end, and DATA cannot be smuggled past it.
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -228,4 +229,51 @@ func TestSMTPSmugglingBlocked(t *testing.T) {
 			t.Errorf("message %q was cut short at the backend: body %q", m.Header.Get("Subject"), m.Body)
 		}
 	}
+}
+
+// BDAT (CHUNKING, RFC 3030) carries bytes with no dot-stuffing: bare LF and
+// CR in a chunk are normalised too, and a chunk boundary cannot end the
+// message early at the backend.
+func TestBDATBareLineEndingsNeverReachBackend(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	g := startTLSGuard(t, pf)
+
+	c := dialSMTP(t, g.MX)
+	if _, ok := c.ehlo("client.example.net").extension("CHUNKING"); !ok {
+		t.Skip("CHUNKING not advertised: nothing to test") // not a failure: BDAT is optional
+	}
+	c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
+	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
+	chunk1 := "Subject: bdat\r\n\r\none\ntwo\r\n"
+	chunk2 := "three\rfour\n.\n"
+	c.send(fmt.Sprintf("BDAT %d\r\n%s", len(chunk1), chunk1))
+	c.read().expect(t, 250)
+	c.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(chunk2), chunk2))
+	c.read().expect(t, 250)
+	c.cmd("QUIT").expect(t, 221)
+
+	m := pf.WaitMessages(t, alice, 1)[0]
+	if got := string(m.Body); got != "one\ntwo\nthree\nfour\n.\n" {
+		t.Errorf("delivered body %q, want the bare LF and CR normalised to line ends", got)
+	}
+}
+
+// NUL in DATA is refused, never forwarded.
+func TestNULInDataRefused(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	g := startTLSGuard(t, pf)
+
+	c := dialSMTP(t, g.MX)
+	c.ehlo("client.example.net")
+	c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
+	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
+	c.cmd("DATA").expect(t, 354)
+	c.send("Subject: nul\r\n\r\nbefore\x00after\r\n.\r\n")
+	c.read().expectClass(t, 5)
+	c.cmd("QUIT").expect(t, 221)
+
+	pf.Settle(t)
+	pf.ExpectEmpty(t, alice)
 }

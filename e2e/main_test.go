@@ -28,6 +28,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	reapOrphanPostfixes()
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

@@ -79,6 +79,9 @@ func tryStartPostfix(t testing.TB, mainCF []string) (*Postfix, error) {
 	if err := os.Chmod(base, 0o755); err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(filepath.Join(base, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return nil, err
+	}
 	port := freePort(t)
 	if err := writePostfixConfig(base, port, mainCF); err != nil {
 		return nil, err
@@ -209,10 +212,12 @@ func (p *Postfix) start() error {
 		return err
 	}
 	defer out.Close()
-	p.master = exec.Command(filepath.Join(daemonDir, "master"), "-c", p.confDir(), "-s")
+	p.master = exec.Command(filepath.Join(daemonDir, "master"), "-c", p.confDir(), "-s", "-e", "3600")
 	p.master.Stdout, p.master.Stderr = out, out
-	// If the test binary dies (panic, -timeout), take Postfix down with it.
-	p.master.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// If the test binary dies (panic, -timeout) its cleanups do not run.
+	// Pdeathsig does not help here (master changes credentials, which clears
+	// it), so master gets a hard end (-e) past any test timeout, and the next
+	// run reaps it (reapOrphanPostfixes).
 	if err := p.master.Start(); err != nil {
 		return fmt.Errorf("starting master: %v", err)
 	}
@@ -281,6 +286,33 @@ func (p *Postfix) stop() error {
 			return errors.New("postfix daemons still listening 10s after SIGTERM; killed")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// reapOrphanPostfixes stops the Postfix instances that an earlier test run
+// left behind when it died before its cleanups, and deletes their files. An
+// instance whose test process (owner.pid) still runs is left alone: it may
+// belong to a concurrent run.
+func reapOrphanPostfixes() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "tlsguard-postfix-*"))
+	for _, dir := range dirs {
+		owner, err := os.ReadFile(filepath.Join(dir, "owner.pid"))
+		if err != nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(string(owner)); err != nil || syscall.Kill(pid, 0) == nil {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "queue", "pid", "master.pid")); err == nil {
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			// Only that instance's master (the pid may have been reused).
+			if err == nil && pid > 1 && bytes.Contains(cmdline, []byte(dir+"/conf")) {
+				syscall.Kill(-pid, syscall.SIGTERM) // master and its children
+				syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}
+		os.RemoveAll(dir)
 	}
 }
 
