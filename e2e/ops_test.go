@@ -350,7 +350,7 @@ func TestOpsReloadConfigListeners(t *testing.T) {
 	c := dialSMTP(t, oldAddr)
 	c.ehlo("client.test")
 	c.cmd("MAIL FROM:<x@client.test>").expect(t, 250)
-	c.cmd("RCPT TO:<" + bob + ">").expect(t, 250)
+	c.cmd("RCPT TO:<"+bob+">").expect(t, 250)
 
 	writeFile(t, cfg, config("new", newAddr, "30s"))
 	g.cmd.Process.Signal(syscall.SIGHUP)
@@ -381,4 +381,34 @@ func TestOpsReloadConfigListeners(t *testing.T) {
 	writeFile(t, cfg, config("new", newAddr, "45s"))
 	g.cmd.Process.Signal(syscall.SIGHUP)
 	expectLogLine(t, g, "config sections changed that apply only at restart; they keep their running values until then", `"backend"`)
+}
+
+// With greeting_delay, a client that talks before the greeting (as spambots
+// do) gets 554 5.5.1 and is disconnected; one that waits is served.
+func TestOpsEarlyTalkerRefused(t *testing.T) {
+	pf := startPostfix(t)
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "policy.yaml")
+	writeFile(t, pol, "local_domains: [example.org]\ntrusted_networks: []\n")
+	addr := loopbackAddr(t)
+	cfg := filepath.Join(dir, "tlsguard.yaml")
+	writeFile(t, cfg, fmt.Sprintf("hostname: mail.example.org\nstate_dir: %q\nlisteners:\n  - {name: mx, address: %q, tls: none, greeting_delay: 700ms}\n"+
+		"backend: {address: %q}\npolicy: %q\nlog: {level: debug}\n", filepath.Join(dir, "state"), addr, pf.Addr, pol))
+	g := startBinary(t, cfg, addr)
+
+	early := newSMTPConn(t, dialFrom(t, "127.0.0.1", addr))
+	early.send("EHLO spambot.test\r\n")
+	early.read().expectPrefix(t, "554 5.5.1 ")
+	early.expectClosed()
+	expectLogLine(t, g, "session", `"end":"data before greeting"`)
+
+	c := dialSMTP(t, addr) // reads the greeting first, as RFC 5321 asks
+	c.ehlo("client.test")
+	c.cmd("MAIL FROM:<x@client.test>").expect(t, 250)
+	c.cmd("RCPT TO:<"+bob+">").expect(t, 250)
+	c.cmd("DATA").expect(t, 354)
+	c.send("Subject: patient\r\n\r\nhello\r\n.\r\n")
+	c.read().expect(t, 250)
+	c.cmd("QUIT")
+	pf.WaitMessages(t, bob, 1)
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -109,6 +110,13 @@ func (l *listener) prepare(raw net.Conn) {
 	l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Inc()
 	l.srv.metrics.sessionsTotal.WithLabelValues(l.cfg.Name).Inc()
 	if l.tls == nil {
+		if d := l.cfg.GreetingDelay; d > 0 && talksEarly(under, d) {
+			l.srv.metrics.refused.WithLabelValues(l.cfg.Name, "early_talker").Inc()
+			c.summary(func(s *sessionSummary) { s.endReason = "data before greeting" })
+			io.WriteString(c, "554 5.5.1 Protocol error: data sent before the greeting\r\n")
+			c.Close()
+			return
+		}
 		l.hand(c)
 		return
 	}
@@ -126,6 +134,20 @@ func (l *listener) prepare(raw net.Conn) {
 	}
 	l.srv.metrics.handshakes.WithLabelValues(l.cfg.Name, "implicit", tlsVersionWord(tc.ConnectionState().Version), "ok").Inc()
 	l.hand(tc)
+}
+
+// talksEarly waits up to d for the client to send anything before it was
+// greeted. Any byte (or a hang-up) means it did not wait for the greeting.
+func talksEarly(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d))
+	var b [1]byte
+	n, err := c.Read(b[:])
+	c.SetReadDeadline(time.Time{})
+	if n > 0 {
+		return true
+	}
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
 }
 
 // refuse turns a connection away, with a 421 on plaintext listeners.

@@ -50,6 +50,10 @@ type ListenerConfig struct {
 	// ProxyProtocol, when set, takes PROXY protocol headers from trusted
 	// load balancers.
 	ProxyProtocol *ProxyProtocol
+	// GreetingDelay holds the greeting back this long; a client that talks
+	// before it is disconnected (spambots do; real MTAs wait, RFC 5321
+	// 3.1). Zero: greet at once. For MX ports (postscreen uses 6 s).
+	GreetingDelay time.Duration
 }
 
 // BackendConfig describes the legacy server that receives accepted mail.

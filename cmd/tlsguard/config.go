@@ -51,6 +51,9 @@ type ListenerConf struct {
 	// ProxyProtocol takes HAProxy PROXY headers (v1, v2) from these
 	// load balancers only.
 	ProxyProtocol *ProxyProtocolConf `yaml:"proxy_protocol"`
+	// GreetingDelay holds back the greeting; clients that talk first are
+	// disconnected (for MX ports).
+	GreetingDelay time.Duration `yaml:"greeting_delay"`
 }
 
 // ProxyProtocolConf is a listener's proxy_protocol section.
@@ -193,8 +196,13 @@ func (c *Config) validate() yamlx.Errors {
 			}
 		}
 		switch proxy.TLSMode(l.TLS) {
-		case proxy.TLSImplicit, proxy.TLSStartTLS:
+		case proxy.TLSStartTLS:
 			needTLS = true
+		case proxy.TLSImplicit:
+			needTLS = true
+			if l.GreetingDelay > 0 {
+				add(l.Pos, "greeting_delay", "has no effect with tls: implicit (the TLS handshake comes first)")
+			}
 		case proxy.TLSNone:
 			if l.RequireTLS {
 				add(l.Pos, "require_tls", "cannot be true on a listener with tls: none")
@@ -346,7 +354,7 @@ func (c *Config) listeners() []proxy.ListenerConfig {
 	out := make([]proxy.ListenerConfig, len(c.Listeners))
 	for i, l := range c.Listeners {
 		out[i] = proxy.ListenerConfig{Name: l.Name, Address: l.Address, TLS: proxy.TLSMode(l.TLS),
-			RequireTLS: l.RequireTLS, Auth: l.Auth == nil || *l.Auth}
+			RequireTLS: l.RequireTLS, Auth: l.Auth == nil || *l.Auth, GreetingDelay: l.GreetingDelay}
 		if pp := l.ProxyProtocol; pp != nil {
 			out[i].ProxyProtocol = &proxy.ProxyProtocol{Trusted: pp.trusted, HeaderTimeout: pp.HeaderTimeout}
 		}
