@@ -125,7 +125,7 @@ one_load() {
   stop_target
   local got=$((m1 - m0)) ok err rate p50 p99 sp50 wall tlsw
   read -r ok err rate p50 p99 sp50 wall tlsw < <(awk '/^RESULT/{for(i=2;i<=NF;i++){split($i,kv,"=");v[kv[1]]=kv[2]}
-      print v["ok"]+0, v["err"]+0, v["rate"]+0, v["p50_ms"]+0, v["p99_ms"]+0, v["setup_p50_ms"]+0, v["wall_s"]+0, (v["tls"]=="" ? "none" : v["tls"] "/" v["group"])}' "$out")
+      print v["ok"]+0, v["err"]+0, v["rate"]+0, v["p50_ms"]+0, v["p99_ms"]+0, v["setup_p50_ms"]+0, v["wall_s"]+0, (v["tls"]=="" || v["tls"]=="none" ? "none" : v["tls"] "/" v["group"] (v["resumed"] ~ /^0\// ? "" : " resumed " v["resumed"]))}' "$out")
   [ -n "${ok:-}" ] || { ok=0 err=$NMSG rate=0 p50=- p99=- sp50=- wall=0 tlsw=-; }
   [ "$got" = "$ok" ] || log "$sc: the sink counted $got messages, the client says $ok were accepted"
   [ "$rc" = 0 ] || { log "$sc: client exit $rc:"; tail -5 "$out" >&2; }

@@ -7,6 +7,7 @@ package e2e
 // startPostfix, startTLSGuard, waitListening).
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -379,6 +380,18 @@ func auditTryDovecot(t testing.TB, bin string, pki *auditPKI, opt auditDovecotOp
 	if opt.OldTLS {
 		minProto, ciphers = "TLSv1", "ALL:@SECLEVEL=0"
 	}
+	// Copies inside base: Dovecot reads "#" in a path (as in t.TempDir()
+	// of a repeated subtest) as the start of a comment.
+	certFile, keyFile := filepath.Join(base, "cert.pem"), filepath.Join(base, "key.pem")
+	for src, dst := range map[string]string{pki.CertFile: certFile, pki.KeyFile: keyFile} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			return nil, err
+		}
+	}
 	tmpl, err := os.ReadFile(filepath.Join("testdata", "audit", "dovecot.conf"))
 	if err != nil {
 		return nil, err
@@ -388,7 +401,7 @@ func auditTryDovecot(t testing.TB, bin string, pki *auditPKI, opt auditDovecotOp
 		"@IMAP@", strconv.Itoa(d.IMAP), "@IMAPS@", strconv.Itoa(d.IMAPS),
 		"@POP3@", strconv.Itoa(d.POP3), "@POP3S@", strconv.Itoa(d.POP3S),
 		"@DISABLE_PLAINTEXT@", plaintext, "@MIN_PROTOCOL@", minProto, "@CIPHERS@", ciphers,
-		"@CERT@", pki.CertFile, "@KEY@", pki.KeyFile,
+		"@CERT@", certFile, "@KEY@", keyFile,
 	).Replace(string(tmpl))
 	confFile := filepath.Join(base, "dovecot.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
@@ -422,7 +435,37 @@ func auditTryDovecot(t testing.TB, bin string, pki *auditPKI, opt auditDovecotOp
 			return nil, fmt.Errorf("%w\n%s", err, d.Log())
 		}
 	}
+	if err := auditAuthReady(d.AuthSocket, 30*time.Second); err != nil {
+		d.stop(t)
+		return nil, fmt.Errorf("dovecot auth: %w\n%s", err, d.Log())
+	}
 	return d, nil
+}
+
+// auditAuthReady waits until Dovecot's auth service completes the client
+// handshake on socket (VERSION ... DONE, the Dovecot auth protocol), so
+// that the auth process is running before Postfix's smtpd, which blocks
+// its greeting on this handshake, first connects.
+func auditAuthReady(socket string, timeout time.Duration) error {
+	c, err := net.DialTimeout("unix", socket, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte("VERSION\t1\t2\nCPID\t" + strconv.Itoa(os.Getpid()) + "\n")); err != nil {
+		return err
+	}
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("no DONE from %s: %w", socket, err)
+		}
+		if line == "DONE\n" {
+			return nil
+		}
+	}
 }
 
 func (d *auditDovecot) stop(t testing.TB) {

@@ -156,6 +156,11 @@ func TestOpsRefusesToStartAsOpenRelay(t *testing.T) {
 		c.Close()
 		t.Errorf("something listens on %s", addr)
 	}
+
+	// Said explicitly, it starts, with a loud warning.
+	writeFile(t, pol, "allow_open_relay: true\nlocal_domains: [example.org]\ntrusted_networks: [\"203.0.0.0/8\"]\n")
+	g := startBinary(t, cfg, addr)
+	expectLogLine(t, g, "OPEN RELAY allowed by the policy (allow_open_relay: true): anyone may send mail anywhere through this proxy")
 }
 
 // HAProxy in front of tlsguard with PROXY protocol v2: the trusted-network

@@ -26,6 +26,8 @@ type policyFile struct {
 	SenderOwnership []ownerFile    `yaml:"sender_ownership"`
 	Limits          []limitFile    `yaml:"limits"`
 	RateLimits      []rateFile     `yaml:"rate_limits"`
+	// AllowOpenRelay turns off the open-relay refusals (a test lab only).
+	AllowOpenRelay bool `yaml:"allow_open_relay"`
 }
 
 // domainEntry is one item of local_domains with the line it is on.
@@ -132,7 +134,11 @@ func Parse(file string, data []byte) (*Policy, error) {
 			wild:  make(map[string]struct{}),
 		},
 	}
-	b := &builder{file: file, p: p, errs: errs, names: map[string]string{}, listeners: map[string]struct{}{}}
+	b := &builder{file: file, p: p, errs: errs, names: map[string]string{}, listeners: map[string]struct{}{}, openRelay: f.AllowOpenRelay}
+	p.allowOpenRelay = f.AllowOpenRelay
+	if f.AllowOpenRelay {
+		p.warnings = append(p.warnings, fmt.Sprintf("%s:%d: allow_open_relay is true: rules and trusted networks that let anyone send anywhere are accepted; never use this on the internet", file, f.Pos.LineOf("allow_open_relay")))
+	}
 
 	seenDomain := map[DomainPattern]int{} // pattern -> index of first entry
 	for i, e := range f.LocalDomains {
@@ -164,7 +170,7 @@ func Parse(file string, data []byte) (*Policy, error) {
 				Msg: fmt.Sprintf("duplicate of trusted_networks[%d] on line %d (both are %s)", j, f.TrustedNetworks[j].line, e.prefix)})
 			continue
 		}
-		if e.prefix.Bits() == 0 {
+		if e.prefix.Bits() == 0 && !f.AllowOpenRelay {
 			b.errs = append(b.errs, &yamlx.Error{File: file, Line: e.line, Key: key,
 				Msg: fmt.Sprintf("%s is every address: trusting it makes an open relay", e.prefix)})
 			continue
@@ -176,8 +182,11 @@ func Parse(file string, data []byte) (*Policy, error) {
 	p.trustedSource = b.source(f.Pos, "trusted_networks")
 
 	b.groups(f.Groups)
-	if _, ok := f.Pos.Lines["rules"]; ok {
+	if line, ok := f.Pos.Lines["rules"]; ok {
 		b.rules(f.Rules)
+		if len(f.Rules) == 0 {
+			p.warnings = append(p.warnings, fmt.Sprintf("%s:%d: rules is empty: every recipient, local or not, gets the default refusal (remove the rules key for the built-in rules)", file, line))
+		}
 	} else {
 		p.builtin = true
 		p.rules = builtinRules(p)
@@ -187,7 +196,7 @@ func Parse(file string, data []byte) (*Policy, error) {
 	b.rates(f.RateLimits)
 	for _, g := range p.groupNames {
 		if !b.usedGroup[g] {
-			p.warnings = append(p.warnings, fmt.Sprintf("%s: group %q is not used by any rule or entry", file, g))
+			p.warnings = append(p.warnings, fmt.Sprintf("%s:%d: group %q is not used by any rule or entry", file, b.groupLine[g], g))
 		}
 	}
 	for n := range b.listeners {
@@ -224,6 +233,8 @@ type builder struct {
 	names     map[string]string // rule/entry name -> "rules[2] on line 14"
 	listeners map[string]struct{}
 	usedGroup map[string]bool
+	groupLine map[string]int
+	openRelay bool // allow_open_relay
 }
 
 func (b *builder) errf(pos yamlx.Pos, key, format string, args ...any) {
@@ -304,6 +315,7 @@ func (b *builder) groups(gs []groupFile) {
 	b.p.groups = map[string][]string{}
 	b.usedGroup = map[string]bool{}
 	lines := map[string]int{}
+	b.groupLine = lines
 	for _, g := range gs {
 		if g.Pos.File == "" {
 			continue // not a mapping: already reported by yamlx
@@ -487,8 +499,8 @@ func (b *builder) rules(rfs []ruleFile) {
 		if !b.ruleReply(f, r) {
 			continue
 		}
-		if act == actAccept && !r.sel.restrictsClient() && r.local != triTrue && (r.to == nil || r.to.isAny()) {
-			b.errf(f.Pos, "action", "this rule accepts any recipient from any client: an open relay; restrict it with authenticated, users, groups, networks, trusted_network, local_recipient or recipients")
+		if act == actAccept && !b.openRelay && !r.sel.restrictsClient() && r.local != triTrue && (r.to == nil || r.to.isAny()) {
+			b.errf(f.Pos, "action", "this rule accepts any recipient from any client: an open relay; restrict it with authenticated, users, groups, networks, trusted_network, local_recipient or recipients (or, in a test lab only, set allow_open_relay: true)")
 			continue
 		}
 		r.compile()
@@ -752,7 +764,7 @@ func describe(n *yaml.Node) string {
 func hintWildcardQuoting(errs yamlx.Errors) {
 	for _, e := range errs {
 		if strings.Contains(e.Msg, "unknown anchor") || strings.Contains(e.Msg, "did not find expected alphabetic or numeric character") {
-			e.Msg += ` (a wildcard domain must be quoted: "*.example.org")`
+			e.Msg += ` (a wildcard domain must be quoted: "*.example.org"; so must a pattern: "*@example.org")`
 		}
 	}
 }

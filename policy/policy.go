@@ -46,6 +46,8 @@ type Policy struct {
 	rates      []*rateLimit
 	listeners  []string // listener names the file refers to
 	warnings   []string
+
+	allowOpenRelay bool
 }
 
 // File returns the name the policy was loaded from.
@@ -71,6 +73,11 @@ func (p *Policy) Rules() []string {
 // Listeners returns the listener names the policy refers to, sorted, so a
 // caller that knows the configured listeners can warn about a typo.
 func (p *Policy) Listeners() []string { return slices.Clone(p.listeners) }
+
+// AllowOpenRelay reports whether the file says allow_open_relay: true, the
+// explicit opt-out of the open-relay refusals, for test labs. Start-up
+// checks that refuse an open relay should honour it.
+func (p *Policy) AllowOpenRelay() bool { return p.allowOpenRelay }
 
 // IsLocal reports whether a is a mailbox in one of the local domains, that
 // is, mail to it may be accepted from anyone. The null address, address

@@ -199,6 +199,9 @@ func TestDefaultWhenNoRuleMatches(t *testing.T) {
 	if d := p.CheckRecipient(policy.Session{}, policy.Address{}, mustAddr(t, "a@example.org", false)); d.Rule != policy.RuleDefault {
 		t.Fatalf("rules: [] gave %v", d)
 	}
+	if w := p.Warnings(); len(w) != 1 || !strings.HasPrefix(w[0], "test.yaml:2: rules is empty") {
+		t.Fatalf("warnings %q", w)
+	}
 }
 
 func TestPatternsIDNAndCase(t *testing.T) {
@@ -440,5 +443,53 @@ func BenchmarkEvaluate1000Rules(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		p.Evaluate(s, env, rcpts[i%len(rcpts)])
+	}
+}
+
+func TestPatternMatching(t *testing.T) {
+	cases := []struct {
+		pattern string
+		match   []string
+		nomatch []string
+	}{
+		{"*@example.org", []string{"a@example.org", "A.B+c@EXAMPLE.ORG"}, []string{"a@sub.example.org", "a@example.org.evil.test", "a@xexample.org", ""}},
+		{"*@*.example.org", []string{"a@sub.example.org", "a@b.c.example.org"}, []string{"a@example.org", "a@subexample.org"}},
+		{"*@*", []string{"a@b.test", "a@[192.0.2.1]", "a%b@c.test"}, []string{""}},
+		{"<>", []string{""}, []string{"a@b.test"}},
+		{"alice@example.org", []string{"alice@example.org", "ALICE@example.org"}, []string{"alice2@example.org", "bob@example.org"}},
+		{"bounce-*@bulk.test", []string{"bounce-@bulk.test", "bounce-1-2@bulk.test", "BOUNCE-x@bulk.test"}, []string{"bounce@bulk.test", "xbounce-1@bulk.test"}},
+		{"*-list@x.test", []string{"a-list@x.test", "-list@x.test"}, []string{"a-list2@x.test"}},
+		{"a*b*c@x.test", []string{"abc@x.test", "a1b2c@x.test", "abcbc@x.test", "aXbYbZc@x.test"}, []string{"ab@x.test", "acb@x.test", "abcd@x.test"}},
+		{"*@*.zip", []string{"a@deals.zip"}, []string{"a@zip"}},
+	}
+	for _, tc := range cases {
+		p, err := policy.Parse("t.yaml", []byte(fmt.Sprintf("rules:\n  - name: r\n    senders: [%q]\n    action: reject\n", tc.pattern)))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.pattern, err)
+		}
+		for _, list := range []struct {
+			addrs []string
+			want  bool
+		}{{tc.match, true}, {tc.nomatch, false}} {
+			for _, a := range list.addrs {
+				d := p.CheckRecipient(policy.Session{}, mustAddr(t, a, false), mustAddr(t, "x@y.test", false))
+				if got := d.Rule == "r"; got != list.want {
+					t.Errorf("%s vs <%s>: matched %v, want %v", tc.pattern, a, got, list.want)
+				}
+			}
+		}
+	}
+}
+
+func TestAllowOpenRelay(t *testing.T) {
+	p := mustParse(t, "allow_open_relay: true\ntrusted_networks: [0.0.0.0/0]\nrules:\n  - name: lab\n    action: accept\n")
+	if !p.AllowOpenRelay() || len(p.Warnings()) != 1 || !strings.Contains(p.Warnings()[0], "test.yaml:1: allow_open_relay is true") {
+		t.Fatalf("AllowOpenRelay %v, warnings %q", p.AllowOpenRelay(), p.Warnings())
+	}
+	if d := p.CheckRecipient(policy.Session{}, policy.Address{}, mustAddr(t, "a@foreign.test", false)); d.Action != policy.Accept {
+		t.Fatalf("lab policy: %v", d)
+	}
+	if mustParse(t, "local_domains: [a.example]\n").AllowOpenRelay() {
+		t.Fatal("allow_open_relay defaults to true")
 	}
 }

@@ -2,10 +2,7 @@ package proxy
 
 import (
 	"io"
-	"runtime"
-	"sync"
 	"time"
-	"weak"
 
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
@@ -18,55 +15,13 @@ import (
 // limits. Session.Mail and Session.Rcpt call these; everything they decide
 // comes from package policy as a Decision carrying its reply and rule.
 
-// counters holds each Server's rate-limit counters. They belong to the
-// Server (not to a Policy) so that they survive policy reloads. The map is
-// keyed by a weak pointer and cleaned up when the Server is collected, so
-// tests that build many Servers do not leak.
-var counters struct {
-	mu sync.Mutex
-	m  map[weak.Pointer[Server]]*policy.Counters
-}
-
-// RateCounters returns the Server's rate-limit counters, created on first
-// use with policy.DefaultMaxCounterKeys.
-func (s *Server) RateCounters() *policy.Counters {
-	wp := weak.Make(s)
-	counters.mu.Lock()
-	defer counters.mu.Unlock()
-	if c := counters.m[wp]; c != nil {
-		return c
-	}
-	if counters.m == nil {
-		counters.m = map[weak.Pointer[Server]]*policy.Counters{}
-	}
-	c := policy.NewCounters(0)
-	counters.m[wp] = c
-	runtime.AddCleanup(s, func(wp weak.Pointer[Server]) {
-		counters.mu.Lock()
-		delete(counters.m, wp)
-		counters.mu.Unlock()
-	}, wp)
-	return c
-}
+// RateCounters returns the Server's rate-limit counters. They belong to the
+// Server, not to a Policy, so they survive policy reloads.
+func (s *Server) RateCounters() *policy.Counters { return s.counters }
 
 // SetRateCounters replaces the Server's rate-limit counters (before Start),
 // e.g. to bound them differently or to share them between Servers.
-func (s *Server) SetRateCounters(c *policy.Counters) {
-	wp := weak.Make(s)
-	counters.mu.Lock()
-	defer counters.mu.Unlock()
-	if counters.m == nil {
-		counters.m = map[weak.Pointer[Server]]*policy.Counters{}
-	}
-	if _, had := counters.m[wp]; !had {
-		runtime.AddCleanup(s, func(wp weak.Pointer[Server]) {
-			counters.mu.Lock()
-			delete(counters.m, wp)
-			counters.mu.Unlock()
-		}, wp)
-	}
-	counters.m[wp] = c
-}
+func (s *Server) SetRateCounters(c *policy.Counters) { s.counters = c }
 
 // policyMail makes the MAIL FROM checks of pol: sender ownership (553
 // 5.7.1), the SIZE= the client declared against the session's limit (552
@@ -81,6 +36,7 @@ func (s *session) policyMail(pol *policy.Policy, from policy.Address, opts *smtp
 	if d.Action == policy.Accept {
 		return nil
 	}
+	s.srv.countDecision(s.lc.Name, d)
 	s.srv.log.Info("MAIL refused by policy",
 		zap.String("session", s.conn.id),
 		zap.String("listener", s.lc.Name),
@@ -115,10 +71,6 @@ func (s *session) policyRcpt(tx *transaction, rcpt policy.Address) policy.Decisi
 // the session's policy limit (limits: max_message_size) fails with 552
 // 5.3.4 as soon as it passes the limit. A client that declared SIZE= was
 // already judged at MAIL; this catches the ones that did not or lied.
-//
-// Not yet called: Session.Data belongs to the proxy's owner, who wires it
-// with "r = s.policyDataLimit(tx, r)" before forwarding. Until then the
-// global limits.max_message_size (go-smtp) is the only limit during DATA.
 func (s *session) policyDataLimit(tx *transaction, r io.Reader) io.Reader {
 	l := tx.pol.SessionLimits(s.facts())
 	if l.MaxMessageBytes <= 0 {

@@ -188,6 +188,7 @@ type Server struct {
 	sessions sessionTable
 	throttle *throttle
 	metrics  *Metrics
+	counters *policy.Counters // rate limits; outlive policy reloads
 
 	serving   atomic.Bool
 	mu        sync.Mutex
@@ -226,6 +227,7 @@ func New(cfg Config) (*Server, error) {
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
 	}
+	s.counters = policy.NewCounters(0)
 	s.throttle = newThrottle(s.limits.AuthMaxFailures, s.limits.AuthFailWindow, 100_000)
 	s.policy.Store(cfg.Policy)
 	s.auth.Store(&authHolder{cfg.Auth})

@@ -379,7 +379,7 @@ func (s *session) Data(r io.Reader) error {
 	s.mu.Unlock()
 
 	s.conn.setData(true, s.srv.limits.DataTimeout)
-	res, n, err := s.forward(tx, r)
+	res, n, err := s.forward(tx, s.policyDataLimit(tx, r))
 	s.conn.setData(false, s.srv.limits.CommandTimeout)
 
 	s.mu.Lock()

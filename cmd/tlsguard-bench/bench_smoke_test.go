@@ -131,7 +131,7 @@ log:
 	sent := 0
 	for _, args := range [][]string{
 		{"-addr", sinkAddr, "-mode", "plain", "-n", "5", "-c", "2"},                                      // direct
-		{"-addr", starttlsAddr, "-mode", "starttls", "-n", "20", "-c", "4"},                               // one per session
+		{"-addr", starttlsAddr, "-mode", "starttls", "-n", "20", "-c", "4"},                              // one per session
 		{"-addr", implicitAddr, "-mode", "implicit", "-n", "12", "-c", "2", "-per-conn", "3", "-resume"}, // reused sessions
 		{"-addr", starttlsAddr, "-mode", "starttls", "-n", "2", "-c", "2", "-size", "300000", "-rcpt", "3"},
 		// AUTH PLAIN: relaying to a non-local domain works only when logged in

@@ -75,13 +75,20 @@ func policyCheck(args []string, stdout, stderr io.Writer) int {
 			code = 1
 			continue
 		}
-		fmt.Fprintf(stdout, "%s: ok (%d local domains, %d trusted networks, %d rules%s)\n", file,
-			len(p.LocalDomains()), len(p.TrustedNetworks()), len(p.Rules()), builtinNote(p))
+		fmt.Fprintf(stdout, "%s: ok (%s, %s, %s%s)\n", file, count(len(p.LocalDomains()), "local domain"),
+			count(len(p.TrustedNetworks()), "trusted network"), count(len(p.Rules()), "rule"), builtinNote(p))
 		for _, w := range p.Warnings() {
 			fmt.Fprintf(stdout, "warning: %s\n", w)
 		}
 	}
 	return code
+}
+
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func builtinNote(p *policy.Policy) string {

@@ -91,7 +91,7 @@ rules:
 			t.Errorf("stderr lacks %q:\n%s", want, errOut)
 		}
 	}
-	if !strings.Contains(out, good+": ok") || !strings.Contains(out, `warning: `+good+`: group "unused" is not used`) {
+	if !strings.Contains(out, good+": ok") || !strings.Contains(out, `warning: `+good+`:3: group "unused" is not used`) {
 		t.Errorf("stdout:\n%s", out)
 	}
 

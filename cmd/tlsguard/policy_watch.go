@@ -142,9 +142,13 @@ func (w *policyWatcher) poll() bool {
 	return true
 }
 
-// warnListeners logs listener names in the policy that the config does not
-// have: a rule naming one can never match, which is likely a typo.
+// warnListeners logs the policy's own warnings (policy check prints the
+// same), and listener names in the policy that the config does not have: a
+// rule naming one can never match, which is likely a typo.
 func (w *policyWatcher) warnListeners(p *policy.Policy) {
+	for _, msg := range p.Warnings() {
+		w.log.Warn("policy warning", zap.String("policy", w.path), zap.String("warning", msg))
+	}
 	if len(w.listeners) == 0 {
 		return
 	}

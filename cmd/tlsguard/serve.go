@@ -203,7 +203,10 @@ func (a *app) loadPolicy() (*policy.Policy, error) {
 		return nil, err
 	}
 	if err := openRelayCheck(pol, a.listenerNames()); err != nil {
-		return nil, fmt.Errorf("%s: %w", a.cfg.Policy, err)
+		if !pol.AllowOpenRelay() {
+			return nil, fmt.Errorf("%s: %w", a.cfg.Policy, err)
+		}
+		a.log.Warn("OPEN RELAY allowed by the policy (allow_open_relay: true): anyone may send mail anywhere through this proxy", zap.Error(err))
 	}
 	dockerNATWarnings(a.log, pol.TrustedNetworks())
 	return pol, nil
