@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -590,7 +589,7 @@ type limitFile struct {
 	Networks       []networkEntry `yaml:"networks"`
 	TrustedNetwork *bool          `yaml:"trusted_network"`
 	MaxRecipients  int            `yaml:"max_recipients"`
-	MaxMessageSize ByteSize       `yaml:"max_message_size"`
+	MaxMessageSize yamlx.ByteSize `yaml:"max_message_size"`
 }
 
 func (b *builder) limits(lfs []limitFile) {
@@ -720,30 +719,6 @@ type grantPattern struct{ patternEntry }
 // UnmarshalYAMLX implements yamlx.Unmarshaler.
 func (e *grantPattern) UnmarshalYAMLX(n *yaml.Node) error {
 	return e.decode(n, true)
-}
-
-// ByteSize is a size in bytes, written as a number or with a unit: 512K,
-// 25M, 1G (binary: K=1024), as in tlsguard.yaml.
-type ByteSize int64
-
-// UnmarshalYAMLX implements yamlx.Unmarshaler.
-func (b *ByteSize) UnmarshalYAMLX(n *yaml.Node) error {
-	s := strings.TrimSpace(n.Value)
-	if n.Kind != yaml.ScalarNode || s == "" {
-		return fmt.Errorf("must be a size such as 25M")
-	}
-	mult := int64(1)
-	switch suf := strings.ToUpper(s[len(s)-1:]); suf {
-	case "K", "M", "G":
-		mult = map[string]int64{"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[suf]
-		s = strings.TrimSpace(s[:len(s)-1])
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v < 0 || v > (1<<40)/mult {
-		return fmt.Errorf("%q is not a size such as 25M", n.Value)
-	}
-	*b = ByteSize(v * mult)
-	return nil
 }
 
 // describe names what a node holds, for an error message.

@@ -7,11 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
 
 	"github.com/tlsguard/tlsguard/certs"
 	"github.com/tlsguard/tlsguard/logging"
@@ -86,42 +84,18 @@ type AuthConf struct {
 // LimitsConf is the limits section; zero means the default in proxy.DefaultLimits.
 type LimitsConf struct {
 	Pos              yamlx.Pos
-	MaxMessageSize   ByteSize      `yaml:"max_message_size"`
-	MaxRecipients    int           `yaml:"max_recipients"`
-	MaxLineLength    int           `yaml:"max_line_length"`
-	MaxSessions      int           `yaml:"max_sessions"`
-	MaxSessionsPerIP int           `yaml:"max_sessions_per_ip"`
-	CommandTimeout   time.Duration `yaml:"command_timeout"`
-	DataTimeout      time.Duration `yaml:"data_timeout"`
-	WriteTimeout     time.Duration `yaml:"write_timeout"`
-	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
-	AuthFailDelay    time.Duration `yaml:"auth_fail_delay"`
-	AuthMaxFailures  int           `yaml:"auth_max_failures"`
-	AuthFailWindow   time.Duration `yaml:"auth_fail_window"`
-}
-
-// ByteSize is a size in bytes, written as a number or with a unit: 512k,
-// 25M, 1G (binary: k=1024).
-type ByteSize int64
-
-// UnmarshalYAMLX implements yamlx.Unmarshaler.
-func (b *ByteSize) UnmarshalYAMLX(n *yaml.Node) error {
-	s := strings.TrimSpace(n.Value)
-	if n.Kind != yaml.ScalarNode || s == "" {
-		return fmt.Errorf("must be a size such as 25M")
-	}
-	mult := int64(1)
-	switch suf := strings.ToUpper(s[len(s)-1:]); suf {
-	case "K", "M", "G":
-		mult = map[string]int64{"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[suf]
-		s = strings.TrimSpace(s[:len(s)-1])
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v < 0 || v > (1<<40)/mult {
-		return fmt.Errorf("%q is not a size such as 25M", n.Value)
-	}
-	*b = ByteSize(v * mult)
-	return nil
+	MaxMessageSize   yamlx.ByteSize `yaml:"max_message_size"`
+	MaxRecipients    int            `yaml:"max_recipients"`
+	MaxLineLength    int            `yaml:"max_line_length"`
+	MaxSessions      int            `yaml:"max_sessions"`
+	MaxSessionsPerIP int            `yaml:"max_sessions_per_ip"`
+	CommandTimeout   time.Duration  `yaml:"command_timeout"`
+	DataTimeout      time.Duration  `yaml:"data_timeout"`
+	WriteTimeout     time.Duration  `yaml:"write_timeout"`
+	HandshakeTimeout time.Duration  `yaml:"handshake_timeout"`
+	AuthFailDelay    time.Duration  `yaml:"auth_fail_delay"`
+	AuthMaxFailures  int            `yaml:"auth_max_failures"`
+	AuthFailWindow   time.Duration  `yaml:"auth_fail_window"`
 }
 
 // loadConfig reads, decodes and validates a config file. Relative paths in
