@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/tlsguard/tlsguard/certs"
 	"github.com/tlsguard/tlsguard/logging"
 	"github.com/tlsguard/tlsguard/policy"

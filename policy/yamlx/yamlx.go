@@ -289,7 +289,14 @@ func kindName(n *yaml.Node) string {
 
 func (d *decoder) structure(n *yaml.Node, v reflect.Value, key string) {
 	if isNull(n) {
-		return // "key:" with nothing under it: an empty section
+		// "key:" or "-" with nothing under it: an empty section, which
+		// still has a place in the file for errors about what it lacks.
+		for i := 0; i < v.NumField(); i++ {
+			if v.Type().Field(i).Type == posType {
+				v.Field(i).Set(reflect.ValueOf(Pos{File: d.file, Line: n.Line, Key: key}))
+			}
+		}
+		return
 	}
 	if n.Kind != yaml.MappingNode {
 		d.fail(n, key, "must be a mapping of keys, not a %s", kindName(n))

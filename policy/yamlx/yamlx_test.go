@@ -66,3 +66,15 @@ func TestDecodeReportsAllErrors(t *testing.T) {
 		t.Fatalf("got %#v", err)
 	}
 }
+
+// An empty list item or section still gets its position (found by
+// FuzzLoadConfig: errors about it had no file and line).
+func TestEmptySectionHasPosition(t *testing.T) {
+	var c config
+	if err := yamlx.Decode("c.yaml", []byte("hostname: x\nbackends:\n  -\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Backends) != 1 || c.Backends[0].Pos.File != "c.yaml" || c.Backends[0].Pos.Line != 3 || c.Backends[0].Pos.Key != "backends[0]" {
+		t.Fatalf("pos of an empty item = %+v", c.Backends)
+	}
+}
