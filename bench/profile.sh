@@ -41,7 +41,7 @@ for load in "${loads[@]}"; do
   start_sink
   "$RUN/tlsguard-pprof" -cert "$RUN/cert.pem" -key "$RUN/key.pem" -policy "$RUN/pprof-policy.yaml" \
     -backend "127.0.0.1:$SINK_PORT" -starttls "127.0.0.1:$STARTTLS_PORT" -implicit "127.0.0.1:$IMPLICIT_PORT" \
-    -log-level "$LOG_LEVEL" -out "$d" 2> "$d/tlsguard.log" &
+    -log-level "$LOG_LEVEL" -out "$d" 2> "$RUN/pprof-$load.log" &   # the log stays in .run (MBs at info)
   H_PID=$!
   wait_port "$STARTTLS_PORT"; wait_port "$IMPLICIT_PORT"
   lg=("$RUN/tlsguard-bench" -addr "127.0.0.1:$STARTTLS_PORT" -mode starttls -groups x25519 -timeout 60s -q)

@@ -25,7 +25,8 @@
 #   N50=5000 N300=8000 N_PERCONN=10000 N_DIRECT=15000 (messages per run)
 #   SIZE=5000 RCPT=1 WARM=300 (warm-up messages, not measured)
 #   BIG_SIZE=25000000 BIG_N=24 BIG_C=4 BIG_REF_N=400
-#   HOLD_N=5000 HOLD_FOR=20s TLS_GROUPS=x25519 LOADGEN_ARGS="" (e.g. -resume)
+#   HOLD_N=5000 HOLD_FOR=20s HOLD_MODE=starttls (or implicit)
+#   TLS_GROUPS=x25519 LOADGEN_ARGS="" (e.g. -resume)
 #   PORT_BASE=31000 (ports +25 sink, +587 STARTTLS, +465 implicit, +143 nginx auth)
 #   RES=bench/results NGINX_WORKERS=auto TLSGUARD_LOG_LEVEL=info
 # Output: one row per run in $RES/runs.tsv (hold: $RES/hold.tsv), and the
@@ -38,7 +39,7 @@ REPS=${REPS:-3} PROXIES=${PROXIES:-"tlsguard nginx"}
 N50=${N50:-5000} N300=${N300:-8000} N_PERCONN=${N_PERCONN:-10000} N_DIRECT=${N_DIRECT:-15000}
 SIZE=${SIZE:-5000} RCPT=${RCPT:-1} WARM=${WARM:-300}
 BIG_SIZE=${BIG_SIZE:-25000000} BIG_N=${BIG_N:-24} BIG_C=${BIG_C:-4} BIG_REF_N=${BIG_REF_N:-400}
-HOLD_N=${HOLD_N:-5000} HOLD_FOR=${HOLD_FOR:-20s} TLS_GROUPS=${TLS_GROUPS:-x25519}
+HOLD_N=${HOLD_N:-5000} HOLD_FOR=${HOLD_FOR:-20s} HOLD_MODE=${HOLD_MODE:-starttls} TLS_GROUPS=${TLS_GROUPS:-x25519}
 LOADGEN_ARGS=${LOADGEN_ARGS:-}
 RES=${RES:-$BENCH/results}; mkdir -p "$RES"
 RUN_ID=$(date -u +%Y%m%dT%H%M%S)
@@ -141,17 +142,18 @@ one_load() {
   log "$sc rep $rep: $(tail -1 "$RES/runs.tsv" | cut -f11-)"
 }
 
-# one_hold SCENARIO REP: open HOLD_N idle STARTTLS sessions, measure memory.
+# one_hold SCENARIO REP: open HOLD_N idle TLS sessions (HOLD_MODE), measure memory.
 one_hold() {
   local sc=$1 rep=$2 out=$RUN/hold.out
   start_target; sleep 1; : > "$out"
   local r0 p0 c0 r1 p1 c1 est i
   r0=$(rss_kb $PIDS); p0=$(pss_kb $PIDS); c0=$(cpu_ticks $PIDS)
   # shellcheck disable=SC2086
-  "$RUN/tlsguard-bench" -addr "$(proxy_addr starttls)" -mode starttls -hold "$HOLD_N" -hold-for "$HOLD_FOR" \
+  "$RUN/tlsguard-bench" -addr "$(proxy_addr "$HOLD_MODE")" -mode "$HOLD_MODE" -hold "$HOLD_N" -hold-for "$HOLD_FOR" \
     -c 100 -groups "$TLS_GROUPS" -timeout 60s $LOADGEN_ARGS > "$out" 2>&1 & HOLD_PID=$!
   for ((i = 0; i < 1800; i++)); do grep -q '^HOLDING' "$out" && break; kill -0 "$HOLD_PID" 2>/dev/null || break; sleep 0.1; done
-  est=$(ss -Htn state established "( sport = :$STARTTLS_PORT )" | wc -l)   # the kernel's view
+  local port; port=$(proxy_addr "$HOLD_MODE"); port=${port##*:}
+  est=$(ss -Htn state established "( sport = :$port )" | wc -l)   # the kernel's view
   sleep 2                                  # let the proxy settle (HOLD_FOR must be longer)
   r1=$(rss_kb $PIDS); p1=$(pss_kb $PIDS); c1=$(cpu_ticks $PIDS)
   wait "$HOLD_PID" || log "$sc: some held sessions failed: $(grep -m3 error "$out" | tr '\n' ' ')"; HOLD_PID=
@@ -201,7 +203,7 @@ log "run $RUN_ID: ${#scen[@]} scenarios x $REPS repetitions: ${scen[*]}"
   echo "run $RUN_ID: $(date -u '+%F %T') UTC; $(nproc) cores; $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "  $(go version); $(nginx -v 2>&1); $(dpkg-query -W -f='postfix ${Version}' postfix 2>/dev/null); $(openssl version)"
   echo "  tlsguard $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [ -n "$(GIT_OPTIONAL_LOCKS=0 git status --porcelain -- proxy cmd/tlsguard certs 2>/dev/null)" ] && echo ' + uncommitted changes in proxy/cmd/certs')"
-  echo "  REPS=$REPS N50=$N50 N300=$N300 N_PERCONN=$N_PERCONN N_DIRECT=$N_DIRECT SIZE=$SIZE WARM=$WARM BIG_SIZE=$BIG_SIZE BIG_N=$BIG_N BIG_C=$BIG_C HOLD_N=$HOLD_N HOLD_FOR=$HOLD_FOR TLS_GROUPS=$TLS_GROUPS LOADGEN_ARGS='$LOADGEN_ARGS' TLSGUARD_LOG_LEVEL=${TLSGUARD_LOG_LEVEL:-info}"
+  echo "  REPS=$REPS N50=$N50 N300=$N300 N_PERCONN=$N_PERCONN N_DIRECT=$N_DIRECT SIZE=$SIZE WARM=$WARM BIG_SIZE=$BIG_SIZE BIG_N=$BIG_N BIG_C=$BIG_C HOLD_N=$HOLD_N HOLD_FOR=$HOLD_FOR HOLD_MODE=$HOLD_MODE TLS_GROUPS=$TLS_GROUPS LOADGEN_ARGS='$LOADGEN_ARGS' TLSGUARD_LOG_LEVEL=${TLSGUARD_LOG_LEVEL:-info}"
 } | tee -a "$RES/runs.meta" >&2
 
 # Repetitions are interleaved (A B C, A B C, ...) so that slow drift of the

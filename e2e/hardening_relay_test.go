@@ -96,7 +96,7 @@ func TestHardeningRelayBatteryUnauthenticated(t *testing.T) {
 			c.startTLS(g.PKI.clientTLS())
 			c.ehlo("client.example.net")
 		}
-		c.cmd("MAIL FROM:" + from).expect(t, 250)
+		c.cmd("MAIL FROM:"+from).expect(t, 250)
 		var allowed []string
 		for _, tr := range relayTricks {
 			r := c.cmd("RCPT TO:" + tr.arg)
@@ -108,7 +108,7 @@ func TestHardeningRelayBatteryUnauthenticated(t *testing.T) {
 		}
 		// The plain case, and the exact relay refusal.
 		expectRelayDenied(t, c.cmd("RCPT TO:<"+carol+">"))
-		c.cmd("RCPT TO:<" + bob + ">").expect(t, 250)
+		c.cmd("RCPT TO:<"+bob+">").expect(t, 250)
 		allowed = append(allowed, bob)
 		c.cmd("DATA").expect(t, 354)
 		c.send("Subject: relay battery " + from + "\r\n\r\nbody\r\n.\r\n")
@@ -174,6 +174,7 @@ func TestHardeningRelayBatteryTrustedNetwork(t *testing.T) {
 	accepted := 0
 	for _, tr := range relayTricks {
 		r := c.cmd("RCPT TO:" + tr.arg)
+		t.Logf("%-35s RCPT TO:%-50q %s", tr.name, tr.arg, strings.TrimSpace(r.raw))
 		if r.code/100 == 2 {
 			accepted++
 		}
@@ -181,7 +182,7 @@ func TestHardeningRelayBatteryTrustedNetwork(t *testing.T) {
 			t.Errorf("%s: RCPT TO:%s got %q", tr.name, tr.arg, r.raw)
 		}
 	}
-	c.cmd("RCPT TO:<" + carol + ">").expect(t, 250) // relaying is allowed here
+	c.cmd("RCPT TO:<"+carol+">").expect(t, 250) // relaying is allowed here
 	accepted++
 	c.cmd("DATA").expect(t, 354)
 	c.send("Subject: relay battery, trusted network\r\n\r\nbody\r\n.\r\n")
@@ -204,19 +205,26 @@ func TestHardeningRelayBatteryTrustedNetwork(t *testing.T) {
 		}
 	}
 	// What the backend received, recipient by recipient, is what was logged.
+	// Postfix drops duplicate recipients, and compares without case.
+	canon := func(list []string) []string {
+		out := make([]string, 0, len(list))
+		for _, a := range list {
+			out = append(out, strings.ToLower(a))
+		}
+		slices.Sort(out)
+		return slices.Compact(out)
+	}
 	id := queueIDOf(end)
 	deadline := time.Now().Add(20 * time.Second)
 	var got []string
 	for {
 		got = postfixRecipients(pf, id)
-		if len(got) >= len(tx.Rcpts) || time.Now().After(deadline) {
+		if len(got) >= len(canon(tx.Rcpts)) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	want := slices.Clone(tx.Rcpts)
-	slices.Sort(got)
-	slices.Sort(want)
+	got, want := canon(got), canon(tx.Rcpts)
 	if !slices.Equal(got, want) {
 		t.Errorf("the backend received recipients\n  %q\ntlsguard judged and logged\n  %q", got, want)
 	}

@@ -63,7 +63,7 @@ func TestHardeningSMTPSmugglingAllVariants(t *testing.T) {
 				c := dialSMTP(t, mode.g.MX)
 				c.ehlo("client.example.net")
 				c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
-				c.cmd("RCPT TO:<" + alice + ">").expect(t, 250)
+				c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
 				body := smuggledBody(name, v.end)
 				var r reply
 				if verb == "DATA" {

@@ -141,7 +141,7 @@ func TestHardeningSTARTTLSAfterMail(t *testing.T) {
 	c := dialSMTP(t, g.MX)
 	c.ehlo("client.example.net")
 	c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
-	c.cmd("RCPT TO:<" + victim + ">").expect(t, 250)
+	c.cmd("RCPT TO:<"+victim+">").expect(t, 250)
 	r := c.cmd("STARTTLS")
 	if r.code != 220 {
 		r.expectClass(t, 5)
