@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/sha256"
 	"errors"
 	"os"
@@ -21,17 +20,19 @@ import (
 // or replaced inode. Two stats a few seconds apart cost nothing.
 const policyWatchInterval = 2 * time.Second
 
-// watchPolicy reloads the policy when its file changes on disk, until ctx
-// ends. A change is applied once the file has looked the same for one
-// interval, so a file caught half-written is not loaded; a change takes
-// effect within about two intervals. A file that does not load is refused
-// with the error in the log and the old policy stays in force, exactly as
-// with SIGHUP.
-func (a *app) watchPolicy(ctx context.Context) {
+// policyWatcher returns the watcher that reloads the policy when its file
+// changes on disk. serve's main loop calls its poll every
+// policyWatchInterval, on the same goroutine as a SIGHUP reload, so the two
+// never race over the config or the policy in force. A change is applied
+// once the file has looked the same for one interval, so a file caught
+// half-written is not loaded; a change takes effect within about two
+// intervals. A file that does not load is refused with the error in the log
+// and the old policy stays in force, exactly as with SIGHUP.
+func (a *app) policyWatcher() *policyWatcher {
 	w := newPolicyWatcher(a.cfg.Policy, a.log, a.srv.SetPolicy, a.listenerNames())
 	w.load = a.loadPolicy // the same checks as at start-up and on SIGHUP
 	w.report = func(err error) { a.reloaded("policy", err) }
-	go w.run(ctx, policyWatchInterval)
+	return w
 }
 
 func (a *app) listenerNames() []string {
@@ -62,7 +63,7 @@ type policyWatcher struct {
 
 func newPolicyWatcher(path string, log *zap.Logger, apply func(*policy.Policy), listeners []string) *policyWatcher {
 	w := &policyWatcher{path: path, log: log, apply: apply, listeners: map[string]bool{}}
-	w.load = func() (*policy.Policy, error) { return policy.Load(path) }
+	w.load = func() (*policy.Policy, error) { return policy.Load(w.path) }
 	w.report = func(err error) {
 		if err != nil {
 			log.Error("policy reload refused; the old one stays in force", zap.Error(err))
@@ -84,16 +85,28 @@ func newPolicyWatcher(path string, log *zap.Logger, apply func(*policy.Policy), 
 	return w
 }
 
-func (w *policyWatcher) run(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			w.poll()
-		}
+// follow points the watcher at path after a SIGHUP reload, with the
+// config's listener names. When loaded is true the file at path is the
+// policy in force now, so the change that SIGHUP already applied is not
+// applied twice. When it is false the policy in force is unchanged: a new
+// path is watched from its current state (its refusal is already logged),
+// and a change pending on the same path is still picked up.
+func (w *policyWatcher) follow(path string, listeners []string, loaded bool) {
+	w.listeners = map[string]bool{}
+	for _, l := range listeners {
+		w.listeners[l] = true
+	}
+	if !loaded && path == w.path {
+		return
+	}
+	w.path = path
+	w.hasPending, w.statFailed = false, false
+	w.seen, _ = statSig(path)
+	if !loaded {
+		return
+	}
+	if data, err := os.ReadFile(path); err == nil {
+		w.digest = sha256.Sum256(data)
 	}
 }
 

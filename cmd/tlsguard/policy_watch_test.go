@@ -151,3 +151,50 @@ func TestPolicyWatcherWarnsAboutUnknownListeners(t *testing.T) {
 		t.Fatalf("warnings: %+v", warn)
 	}
 }
+
+func TestPolicyWatcherFollowsANewPathAfterSIGHUP(t *testing.T) {
+	e := newWatchEnv(t, "local_domains: [a.example]\n")
+	other := filepath.Join(t.TempDir(), "other.yaml")
+	if err := os.WriteFile(other, []byte("local_domains: [b.example]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// SIGHUP loaded the config naming other.yaml and put it in force.
+	e.w.follow(other, []string{"mx"}, true)
+	if e.w.poll() || e.w.poll() {
+		t.Fatal("the policy SIGHUP just loaded was applied again")
+	}
+	e.write(t, "local_domains: [c.example]\n") // the old file no longer matters
+	e.w.poll()
+	if e.w.poll() {
+		t.Fatal("a change of the old policy file was applied after the config moved away from it")
+	}
+	if err := os.WriteFile(other, []byte("local_domains: [d.example]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bump(t, other)
+	e.w.poll()
+	if !e.w.poll() || e.applied[len(e.applied)-1].LocalDomains()[0].Domain != "d.example" {
+		t.Fatalf("a change of the new policy file was not applied: %d applied", len(e.applied))
+	}
+}
+
+func TestPolicyWatcherDoesNotReapplyWhatSIGHUPLoaded(t *testing.T) {
+	e := newWatchEnv(t, "local_domains: [a.example]\n")
+	e.write(t, "local_domains: [b.example]\n")
+	e.w.follow(e.path, nil, true) // SIGHUP came first and loaded b.example
+	if e.w.poll() || e.w.poll() || len(e.applied) != 0 {
+		t.Fatalf("the watcher reloaded what SIGHUP already applied (%d applied)", len(e.applied))
+	}
+}
+
+func TestPolicyWatcherKeepsAPendingChangeWhenSIGHUPFailed(t *testing.T) {
+	e := newWatchEnv(t, "local_domains: [a.example]\n")
+	e.w.poll()
+	e.write(t, "local_domains: [b.example]\n")
+	e.w.poll() // seen once, waiting to settle
+	// SIGHUP with a broken config: no policy loaded, the path is unchanged.
+	e.w.follow(e.path, []string{"mx"}, false)
+	if !e.w.poll() || e.applied[len(e.applied)-1].LocalDomains()[0].Domain != "b.example" {
+		t.Fatal("the pending change was lost after a failed SIGHUP reload")
+	}
+}

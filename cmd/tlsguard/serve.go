@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"reflect"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -146,12 +147,16 @@ func serve(cfg *Config, log *zap.Logger) error {
 		defer stopAdmin(context.Background())
 	}
 	log.Info("tlsguard ready", zap.String("hostname", cfg.Hostname), zap.String("config", cfg.file), zap.String("policy", cfg.Policy))
-	a.watchPolicy(ctx) // reload the policy when its file changes
+	watcher := a.policyWatcher() // reload the policy when its file changes
+	poll := time.NewTicker(policyWatchInterval)
+	defer poll.Stop()
 
 	for {
 		select {
+		case <-poll.C:
+			watcher.poll()
 		case <-hup:
-			a.reload()
+			watcher.follow(a.cfg.Policy, a.listenerNames(), a.reload())
 		case <-ctx.Done():
 			log.Info("shutting down", zap.Duration("grace", a.cfg.ShutdownGrace))
 			sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
@@ -161,16 +166,17 @@ func serve(cfg *Config, log *zap.Logger) error {
 	}
 }
 
-// reload re-reads the policy, the credentials and the certificates. Each is
-// replaced only if its new version loads; otherwise the old one stays and the
-// error is logged.
-func (a *app) reload() {
+// reload re-reads the config, the policy, the credentials and the
+// certificates. Each is replaced only if its new version loads; otherwise the
+// old one stays and the error is logged. It reports whether a new policy was
+// put in force.
+func (a *app) reload() (policyLoaded bool) {
 	a.log.Info("reload requested (SIGHUP)")
 	cfg, err := loadConfig(a.cfg.file)
 	if err != nil {
 		// A bad file changes nothing: not even the parts that are fine.
 		a.reloaded("config", err)
-		return
+		return false
 	}
 	if later := cfg.keepRestartOnly(a.cfg); len(later) > 0 {
 		a.log.Warn("config sections changed that apply only at restart; they keep their running values until then", zap.Strings("sections", later))
@@ -183,6 +189,7 @@ func (a *app) reload() {
 	pol, err := a.loadPolicy()
 	if err == nil {
 		a.srv.SetPolicy(pol)
+		policyLoaded = true
 	}
 	a.reloaded("policy", err)
 	auth, err := a.authenticator()
@@ -193,6 +200,7 @@ func (a *app) reload() {
 	if a.certs != nil {
 		a.reloaded("certificates", a.certs.Reload())
 	}
+	return policyLoaded
 }
 
 // loadPolicy loads the policy file and refuses one that makes an open relay;
