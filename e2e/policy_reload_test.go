@@ -200,3 +200,51 @@ func TestPolicyLiveReload(t *testing.T) {
 		t.Errorf("%s got %d messages, want 1 (only the one from before the reload)", carol, got)
 	}
 }
+
+// TestPolicyWatcherFollowsSIGHUP: after a SIGHUP whose config names another
+// policy file, editing that new file reloads it, and editing the old one
+// changes nothing.
+func TestPolicyWatcherFollowsSIGHUP(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	g := startTLSGuard(t, pf)
+	oldFile := filepath.Join(g.Dir, "policy.yaml")
+	newFile := filepath.Join(g.Dir, "policy-new.yaml")
+	writeFile(t, newFile, closedTo("closed by the new file"))
+
+	n := policyLogCount(g, "policy reloaded")
+	cfg := readFile(g.ConfigFile)
+	if !strings.Contains(cfg, oldFile) {
+		t.Fatalf("the config does not name %s:\n%s", oldFile, cfg)
+	}
+	writeFile(t, g.ConfigFile, strings.ReplaceAll(cfg, oldFile, newFile))
+	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitPolicyLog(t, g, "policy reloaded", n, 15*time.Second)
+	relayRefused := func(want string) {
+		t.Helper()
+		s := dialSMTP(t, g.Submission)
+		defer s.cmd("QUIT")
+		s.ehlo("client.example.net")
+		s.startTLS(g.PKI.clientTLS())
+		s.ehlo("client.example.net")
+		s.authPlain("", aliceUser, alicePass).expect(t, 235)
+		s.cmd("MAIL FROM:<"+alice+">").expect(t, 250)
+		s.cmd("RCPT TO:<"+carol+">").expectPrefix(t, want)
+	}
+	relayRefused("550 5.7.1 closed by the new file")
+
+	// The old file no longer decides anything: editing it reloads nothing.
+	n = policyLogCount(g, "policy reloaded")
+	writeFile(t, oldFile, closedTo("closed by the old file"))
+	// The new file does: its edit is picked up by the watcher.
+	writeFile(t, newFile, closedTo("closed by editing the new file"))
+	waitPolicyLog(t, g, "policy reloaded", n, 15*time.Second)
+	relayRefused("550 5.7.1 closed by editing the new file")
+	time.Sleep(5 * time.Second) // two watch intervals: a reload of the old file would show now
+	if got := policyLogCount(g, "policy reloaded"); got != n+1 {
+		t.Errorf("%d policy reloads after editing both files, want 1 (the new file only):\n%s", got-n, g.Log())
+	}
+	relayRefused("550 5.7.1 closed by editing the new file")
+}
