@@ -1,8 +1,10 @@
 # tlsguard as a container, e.g. a sidecar in front of a legacy mail server.
 #   docker build -t tlsguard .
-#   docker run -v ./config:/etc/tlsguard:ro -v tlsguard-state:/var/lib/tlsguard \
-#              -p 465:465 -p 587:587 tlsguard
-# Read README.md "Docker" first: with Docker's NAT every client appears to
+#   docker run --cap-drop ALL -v tlsguard-state:/var/lib/tlsguard \
+#              -v ./my-tlsguard.yaml:/etc/tlsguard/tlsguard.yaml:ro \
+#              -p 465:2465 -p 587:2587 tlsguard
+# docker-compose.yml puts it in front of a Postfix container.
+# Read README.md "Docker" first: behind Docker's NAT clients may appear to
 # come from the bridge gateway, so never trust a private range in the policy;
 # use host networking or the PROXY protocol instead.
 
@@ -12,19 +14,23 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/tlsguard ./cmd/tlsguard
+# /out/state becomes /var/lib/tlsguard, owned by nonroot: a new named volume
+# takes the owner of the image's directory, so the service can write to it.
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/tlsguard ./cmd/tlsguard \
+ && mkdir -p /out/state
 
 # --- run: distroless static (CA certificates, tzdata, /etc/passwd with nonroot)
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/tlsguard /usr/local/bin/tlsguard
+COPY --from=build --chown=65532:65532 /out/state /var/lib/tlsguard
 COPY deploy/container.yaml /etc/tlsguard/tlsguard.yaml
 COPY policies/default.yaml /etc/tlsguard/policies/default.yaml
-# uid 65532 (nonroot) cannot bind below 1024 by default: the container config
-# listens on 465/587/25 through the ambient capability Docker grants with
-# --cap-add NET_BIND_SERVICE, or maps high ports (see deploy/container.yaml).
+# uid 65532 (nonroot) needs no capability: deploy/container.yaml listens on
+# high ports (2465, 2587, 2025); publish them as 465, 587, 25.
 USER nonroot:nonroot
 VOLUME ["/etc/tlsguard", "/var/lib/tlsguard"]
-EXPOSE 465 587 25 9587
+EXPOSE 2465 2587 2025
+# The admin endpoint (/healthz, /metrics) stays on the container's loopback.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["/usr/local/bin/tlsguard", "healthcheck", "--url", "http://127.0.0.1:9587/healthz"]
 ENTRYPOINT ["/usr/local/bin/tlsguard"]

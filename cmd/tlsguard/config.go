@@ -190,6 +190,9 @@ func (c *Config) validate() yamlx.Errors {
 		if len(c.TLS.Certificates) > 0 {
 			c.TLS.SelfSigned = false
 		}
+		// An absent tls: section still names the file (found by
+		// FuzzLoadConfig, testdata/fuzz/FuzzLoadConfig/c23b5f18e52a4fa7).
+		c.TLS.Pos = c.section(c.TLS.Pos, "tls")
 		if err := c.TLS.Validate(); err != nil {
 			errs = append(errs, asErrors(err, c.Pos, "tls")...)
 		}

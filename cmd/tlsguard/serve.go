@@ -48,6 +48,9 @@ func runServe(args []string, _, stderr io.Writer) int {
 		return 2
 	}
 	defer log.Sync()
+	// Named, so that every line has the "logger" key the README documents
+	// (components get "tlsguard.certs", "tlsguard.backend", ...).
+	log = log.Named("tlsguard")
 	if err := serve(cfg, log); err != nil {
 		log.Error("tlsguard stopped", zap.Error(err))
 		fmt.Fprintf(stderr, "tlsguard: %v\n", err)
