@@ -5,7 +5,7 @@
 # 127.0.0.0/8, stores mail for example.org and foreign.test in Maildirs,
 # refuses unknown mailboxes with 550 5.1.1, never sends anything out.
 #
-#   sudo e2e/postfix-backend.sh start [PORT]   # default 2525 (tlsguard.example.yaml's backend)
+#   sudo e2e/postfix-backend.sh start [PORT]   # default 2525 (tlsguard.yaml's backend)
 #   sudo e2e/postfix-backend.sh status
 #   sudo e2e/postfix-backend.sh mail           # list delivered messages
 #   sudo e2e/postfix-backend.sh stop           # stop it and delete its files
