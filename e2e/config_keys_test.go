@@ -468,6 +468,9 @@ func TestConfigKeyWriteTimeout(t *testing.T) {
 	if ms, _ := rec["duration_ms"].(float64); ms < float64(writeTimeout.Milliseconds()) {
 		t.Errorf("the flood session lasted %vms, less than write_timeout", ms)
 	}
+	if rec["end"] != "write timeout" {
+		t.Errorf("the session line says end=%q, want \"write timeout\"", rec["end"])
+	}
 	// And the client sees the hang-up once it reads: the replies that fit
 	// in the buffers, then the end.
 	flood.SetReadDeadline(time.Now().Add(ioTimeout))

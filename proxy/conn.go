@@ -38,6 +38,7 @@ type conn struct {
 
 	wmu  sync.Mutex
 	wbuf *[]byte // replies not yet sent; nil when empty (pooled)
+	werr error   // sticky: a write failed, nothing more is sent
 
 	mu            sync.Mutex
 	readErr       error // sticky: set after a timeout
@@ -175,6 +176,11 @@ func (c *conn) Write(b []byte) (int, error) {
 	c.mu.Unlock()
 
 	c.wmu.Lock()
+	if c.werr != nil {
+		err := c.werr
+		c.wmu.Unlock()
+		return 0, err
+	}
 	if c.wbuf == nil {
 		c.wbuf = writeBufs.Get().(*[]byte)
 	}
@@ -203,12 +209,17 @@ const maxWriteBuf = 16 << 10
 
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-// flush sends the held writes.
+// flush sends the held writes. A failed write (a client that stopped
+// reading, past write_timeout) is sticky: go-smtp ignores write errors and
+// would go on answering the commands it has read, each answer waiting out
+// another write_timeout. Instead the socket is closed at once, so the
+// session's next read fails and it ends; later writes fail immediately.
 func (c *conn) flush() error {
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.wbuf == nil {
-		return nil
+	if c.wbuf == nil || c.werr != nil {
+		err := c.werr
+		c.wmu.Unlock()
+		return err
 	}
 	buf := c.wbuf
 	c.wbuf = nil
@@ -216,12 +227,25 @@ func (c *conn) flush() error {
 		c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle))
 	}
 	n, err := c.Conn.Write(*buf)
+	if err != nil {
+		c.werr = err
+	}
+	c.wmu.Unlock()
 	c.mu.Lock()
 	c.bytesOut += int64(n)
+	if err != nil && c.sessionFields.endReason == "" {
+		c.sessionFields.endReason = "write failed"
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.sessionFields.endReason = "write timeout"
+		}
+	}
 	c.mu.Unlock()
 	if cap(*buf) <= 64<<10 {
 		*buf = (*buf)[:0]
 		writeBufs.Put(buf)
+	}
+	if err != nil {
+		c.Conn.Close() // Close still releases the slot and logs the session
 	}
 	return err
 }
