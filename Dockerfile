@@ -12,6 +12,8 @@
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
+# go.mod replaces go-smtp with this patched copy (third_party/go-smtp/PATCHES.md)
+COPY third_party/ third_party/
 RUN go mod download
 COPY . .
 # /out/state becomes /var/lib/tlsguard, owned by nonroot: a new named volume

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,7 +72,7 @@ func (b *backend) learn(ctx context.Context) error {
 // backendConn is one SMTP connection to the backend.
 type backendConn struct {
 	c      *smtp.Client
-	raw    net.Conn
+	w      net.Conn  // the connection c talks over (TLS, if any); DATA writes to it
 	idleAt time.Time // when it went back to the pool
 	reused bool      // taken from the pool (may have gone stale)
 }
@@ -134,6 +135,7 @@ func (b *backend) dial(ctx context.Context) (*backendConn, error) {
 	// Every write to the backend is bounded too (DATA streams through here).
 	raw = &deadlineConn{Conn: raw, timeout: b.cfg.Timeout}
 	var c *smtp.Client
+	w := raw // what the client talks over: raw, or TLS above it
 	switch b.cfg.TLS {
 	case TLSImplicit:
 		tc := tls.Client(raw, b.cfg.TLSConfig)
@@ -144,15 +146,18 @@ func (b *backend) dial(ctx context.Context) (*backendConn, error) {
 			raw.Close()
 			return nil, fmt.Errorf("backend %s: TLS handshake: %w", b.cfg.Address, err)
 		}
+		w = tc
 		c = smtp.NewClient(tc)
 	case TLSStartTLS:
-		// go-smtp says EHLO localhost before STARTTLS; the Hello below is
-		// the one that counts, inside TLS.
-		c, err = smtp.NewClientStartTLS(raw, b.cfg.TLSConfig)
+		// Done here rather than by go-smtp's NewClientStartTLS, which keeps
+		// the *tls.Conn to itself: DATA writes the message to it directly.
+		tc, greeting, err := b.startTLS(ctx, raw)
 		if err != nil {
 			raw.Close()
 			return nil, fmt.Errorf("backend %s: STARTTLS: %w", b.cfg.Address, err)
 		}
+		w = &greetedConn{Conn: tc, greeting: greeting}
+		c = smtp.NewClient(w)
 	default:
 		c = smtp.NewClient(raw)
 	}
@@ -160,10 +165,78 @@ func (b *backend) dial(ctx context.Context) (*backendConn, error) {
 	c.SubmissionTimeout = b.cfg.Timeout
 	if err := c.Hello(b.hostname); err != nil {
 		c.Close()
+		// A refusal at the greeting or EHLO is about the backend host, not
+		// the message (a sending MTA skips such a host and retries, RFC 5321
+		// 3.1): not wrapped, so backendReply answers 451 4.4.1 instead of
+		// passing a 5xx that would bounce the message to MAIL or RCPT.
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return nil, fmt.Errorf("backend %s: refused at greeting or EHLO: %v", b.cfg.Address, err)
+		}
 		return nil, fmt.Errorf("backend %s: EHLO: %w", b.cfg.Address, err)
 	}
 	b.record(c)
-	return &backendConn{c: c, raw: raw}, nil
+	return &backendConn{c: c, w: w}, nil
+}
+
+// startTLS reads the greeting, says EHLO, checks that STARTTLS is offered,
+// sends it and does the handshake (RFC 3207). It returns the TLS connection
+// and the greeting line for go-smtp's client, which expects one first.
+func (b *backend) startTLS(ctx context.Context, raw net.Conn) (*tls.Conn, []byte, error) {
+	tp := textproto.NewConn(raw)
+	_, greeting, err := tp.ReadResponse(220)
+	if err != nil {
+		return nil, nil, fmt.Errorf("greeting: %w", err)
+	}
+	if err := tp.PrintfLine("EHLO %s", b.hostname); err != nil {
+		return nil, nil, err
+	}
+	_, ehlo, err := tp.ReadResponse(250)
+	if err != nil {
+		return nil, nil, fmt.Errorf("EHLO: %w", err)
+	}
+	offered := false
+	for _, l := range strings.Split(ehlo, "\n")[1:] {
+		offered = offered || strings.EqualFold(strings.TrimSpace(l), "STARTTLS")
+	}
+	if !offered {
+		return nil, nil, errors.New("not offered")
+	}
+	if err := tp.PrintfLine("STARTTLS"); err != nil {
+		return nil, nil, err
+	}
+	if _, _, err := tp.ReadResponse(220); err != nil {
+		return nil, nil, err
+	}
+	if tp.R.Buffered() > 0 {
+		// Plaintext sent after the 220 would be read as if it came
+		// through TLS (STARTTLS command injection, CVE-2011-0411).
+		return nil, nil, errors.New("plaintext after the 220 reply")
+	}
+	tc := tls.Client(raw, b.cfg.TLSConfig)
+	hctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return nil, nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	first, _, _ := strings.Cut(greeting, "\n")
+	return tc, []byte("220 " + first + "\r\n"), nil
+}
+
+// greetedConn replays the backend's greeting, read before STARTTLS, to
+// go-smtp's client, which reads a greeting before anything else.
+type greetedConn struct {
+	net.Conn
+	greeting []byte
+}
+
+func (g *greetedConn) Read(p []byte) (int, error) {
+	if len(g.greeting) > 0 {
+		n := copy(p, g.greeting)
+		g.greeting = g.greeting[n:]
+		return n, nil
+	}
+	return g.Conn.Read(p)
 }
 
 // record notes the backend's extensions, and says when they changed: the

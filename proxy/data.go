@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -15,7 +17,7 @@ var (
 	errBareEOL = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Message contains bare CR or LF line endings"}
 )
 
-// normalizer sits between the client's DATA and the backend's DotWriter. A
+// normalizer sits between the client's DATA and the stuffer. A
 // bare LF or bare CR becomes CRLF (or, in reject mode, fails the message);
 // a NUL fails the message. So the backend only ever sees CRLF line endings
 // and no byte it might read as one: no end-of-data sequence a client hides
@@ -139,3 +141,78 @@ func safeHeloName(h string) string {
 	}
 	return b.String()
 }
+
+// stuffer dot-stuffs the normalizer's CRLF-only output a chunk at a time (RFC
+// 5321 4.5.2: a line that starts with "." gets one more) into a buffered
+// writer on the backend connection. go-smtp's DATA writer does the same one
+// byte at a time. A trailing CRLF is held back: forward sends the message's
+// last CRLF together with the end-of-data dot.
+type stuffer struct {
+	w    *bufio.Writer
+	mid  bool // inside a line: the next byte does not start one
+	held int  // bytes of a trailing CRLF held back: 0, 1 ("\r") or 2
+}
+
+func (s *stuffer) Write(p []byte) (int, error) {
+	n := len(p)
+	if n == 0 {
+		return 0, nil
+	}
+	if s.held == 1 && p[0] == '\n' {
+		s.held, s.mid, p = 2, false, p[1:]
+		if len(p) == 0 {
+			return n, nil
+		}
+	}
+	if s.held > 0 {
+		// More follows: the held bytes were not the end.
+		if _, err := s.w.Write(crlf[:s.held]); err != nil {
+			return 0, err
+		}
+		s.held = 0
+	}
+	hold := 0
+	if bytes.HasSuffix(p, crlf) {
+		hold = 2
+	} else if p[len(p)-1] == '\r' {
+		hold = 1
+	}
+	p = p[:len(p)-hold]
+	for len(p) > 0 {
+		if !s.mid && p[0] == '.' {
+			if err := s.w.WriteByte('.'); err != nil {
+				return 0, err
+			}
+		}
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			if _, err := s.w.Write(p); err != nil {
+				return 0, err
+			}
+			s.mid = true
+			break
+		}
+		if _, err := s.w.Write(p[:i+1]); err != nil {
+			return 0, err
+		}
+		s.mid = false
+		p = p[i+1:]
+	}
+	if hold > 0 {
+		s.held, s.mid = hold, hold == 1
+	}
+	return n, nil
+}
+
+// dataBufs are the buffers of one DATA transfer, pooled: a message costs no
+// allocation for them.
+type dataBufs struct {
+	bw   *bufio.Writer // to the backend
+	copy []byte        // from the client
+}
+
+const dataBufSize = 16 << 10 // one TLS record; 32 KB per DATA in progress
+
+var dataBufPool = sync.Pool{New: func() any {
+	return &dataBufs{bw: bufio.NewWriterSize(nil, dataBufSize), copy: make([]byte, dataBufSize)}
+}}

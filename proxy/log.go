@@ -5,6 +5,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/tlsguard/tlsguard/policy"
 )
 
 // logSession writes the one line per connection. Field names are documented
@@ -35,30 +37,45 @@ func (s *Server) logSession(listener string, c *conn) {
 // logTransaction writes the one line per MAIL transaction: the forensic
 // record of what was asked, what was decided and what the backend said.
 func (s *Server) logTransaction(ss *session, tx *transaction) {
-	rcpts := make([]string, len(tx.rcpts))
-	for i, r := range tx.rcpts {
-		rcpts[i] = r.String()
+	if ce := s.log.Check(zap.InfoLevel, "transaction"); ce != nil {
+		var tlsVersion, cipher, sni string
+		if ss.tls != nil {
+			tlsVersion, cipher, sni = tlsVersionWord(ss.tls.Version), cipherName(ss.tls.CipherSuite), ss.tls.ServerName
+		}
+		fields := [...]zap.Field{
+			zap.String("session", ss.conn.id),
+			zap.String("listener", ss.lc.Name),
+			zap.Stringer("client_ip", ss.conn.ip),
+			zap.Bool("tls", ss.tls != nil),
+			zap.String("user", ss.user),
+			zap.String("from", tx.from.String()),
+			zap.Array("rcpts", addresses(tx.rcpts)),
+			zap.Strings("rules", tx.rules),
+			zap.Array("refused", refusals(tx.refused)),
+			zap.Bool("delivered", tx.delivered),
+			zap.String("result", tx.result),
+			zap.Int64("bytes", tx.bytes),
+			zap.Duration("duration_ms", time.Since(tx.start)),
+			zap.String("tls_version", tlsVersion),
+			zap.String("tls_cipher", cipher),
+			zap.String("sni", sni),
+		}
+		n := len(fields)
+		if ss.tls == nil {
+			n -= 3 // no TLS fields without TLS, as before
+		}
+		ce.Write(fields[:n]...)
 	}
-	fields := []zap.Field{
-		zap.String("session", ss.conn.id),
-		zap.String("listener", ss.lc.Name),
-		zap.Stringer("client_ip", ss.conn.ip),
-		zap.Bool("tls", ss.tls != nil),
-		zap.String("user", ss.user),
-		zap.String("from", tx.from.String()),
-		zap.Strings("rcpts", rcpts),
-		zap.Strings("rules", tx.rules),
-		zap.Array("refused", refusals(tx.refused)),
-		zap.Bool("delivered", tx.delivered),
-		zap.String("result", tx.result),
-		zap.Int64("bytes", tx.bytes),
-		zap.Duration("duration_ms", time.Since(tx.start)),
+}
+
+// addresses logs recipients as strings without copying them first.
+type addresses []policy.Address
+
+func (as addresses) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, a := range as {
+		enc.AppendString(a.String())
 	}
-	if ss.tls != nil {
-		fields = append(fields, zap.String("tls_version", tlsVersionWord(ss.tls.Version)),
-			zap.String("tls_cipher", cipherName(ss.tls.CipherSuite)), zap.String("sni", ss.tls.ServerName))
-	}
-	s.log.Info("transaction", fields...)
+	return nil
 }
 
 type refusals []refusal

@@ -140,11 +140,16 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		return nil, errAuthThrottle
 	}
 	check := func(identity, user, pass string) error { return s.authenticate(a, mech, identity, user, pass) }
+	malformed := func() error {
+		log := s.srv.log.With(zap.String("session", s.conn.id), zap.String("listener", s.lc.Name),
+			zap.Stringer("client_ip", s.conn.ip), zap.String("mechanism", mech))
+		return s.authFailed(log, mech, "ip:"+s.conn.ip.String(), "", "malformed SASL response")
+	}
 	switch mech {
 	case sasl.Plain:
-		return sasl.NewPlainServer(check), nil
+		return saslGuard{sasl.NewPlainServer(check), malformed}, nil
 	case sasl.Login:
-		return newLoginServer(check), nil
+		return saslGuard{newLoginServer(check), malformed}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
@@ -283,7 +288,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	d := s.policyRcpt(tx, rcpt) // rules, recipient limit, rate limits
 	s.srv.countDecision(s.lc.Name, d)
 	if d.Action != policy.Accept {
-		tx.note(rcpt.String(), d.Rule, d.Reply.Text)
+		tx.note(rcpt.String(), d.Rule, d.Reply.String())
 		return policyReply(d.Reply)
 	}
 	if tx.broken {
@@ -421,6 +426,12 @@ func messageOutcome(err error) string {
 
 // forward does the DATA exchange. The returned reply is the backend's 250 as
 // an *smtp.SMTPError (go-smtp's way of sending a custom success text).
+//
+// The message goes normalizer → stuffer → one buffered writer straight to
+// the backend connection, a chunk at a time; go-smtp's client only sends
+// DATA, and at the end the last CRLF and the dot (through its DATA writer,
+// whose state is then "start of line", so it adds nothing) and reads the
+// reply, so its reader and writer stay in step with the connection.
 func (s *session) forward(tx *transaction, r io.Reader) (*smtp.SMTPError, int64, error) {
 	bc := tx.bc
 	w, err := bc.c.Data()
@@ -429,14 +440,31 @@ func (s *session) forward(tx *transaction, r io.Reader) (*smtp.SMTPError, int64,
 		tx.breakOff()
 		return nil, 0, se
 	}
-	hdr := receivedHeader(s, tx)
-	nw := &normalizer{w: w, reject: s.srv.cfg.BareLineEndings == BareReject}
-	_, werr := io.WriteString(w, hdr)
+	bufs := dataBufPool.Get().(*dataBufs)
+	bufs.bw.Reset(bc.w)
+	defer func() {
+		bufs.bw.Reset(nil)
+		dataBufPool.Put(bufs)
+	}()
+	st := &stuffer{w: bufs.bw}
+	nw := &normalizer{w: st, reject: s.srv.cfg.BareLineEndings == BareReject}
+	_, werr := io.WriteString(st, receivedHeader(s, tx))
 	var n int64
 	if werr == nil {
-		n, err = io.Copy(nw, r)
+		n, err = io.CopyBuffer(nw, r, bufs.copy)
 		if err == nil {
 			err = nw.flush()
+		}
+	}
+	if werr == nil && err == nil {
+		if st.held == 1 { // cannot happen after the normalizer; keep the byte
+			err = bufs.bw.WriteByte('\r')
+		}
+		if err == nil {
+			err = bufs.bw.Flush()
+		}
+		if err == nil && st.held == 2 {
+			_, err = w.Write(crlf)
 		}
 	}
 	if werr != nil || err != nil {

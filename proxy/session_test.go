@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"crypto/tls"
+	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -464,4 +465,21 @@ func TestHTTPClientDisconnected(t *testing.T) {
 	if strings.Contains(out, "250") {
 		t.Errorf("HTTP request got %q", out)
 	}
+}
+
+// A malformed PLAIN payload is a failed login (535 5.7.8, counted towards
+// throttling), never go-smtp's temporary 454 with the SASL library's text.
+func TestAuthPlainMalformedIsAFailedLogin(t *testing.T) {
+	e := newEnv(t, nil) // AuthMaxFailures: 3
+	c := e.session(t, lSubmissions, true, false)
+	c.send("AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte(testUser+testPass)))
+	c.expectLine("535 5.7.8 Authentication credentials invalid")
+	c.send("AUTH PLAIN =")
+	c.expectLine("535 5.7.8 Authentication credentials invalid")
+	c.send("AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+testUser+"\x00"+testPass+"\x00x")))
+	text := c.expect(421) // the third failure from this IP
+	if !strings.HasPrefix(text, "4.7.0 ") {
+		t.Errorf("throttle reply: 421 %s", text)
+	}
+	c.expectClosed()
 }

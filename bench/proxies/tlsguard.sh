@@ -7,6 +7,9 @@
 # to a file), TLSGUARD_GOMAXPROCS (default: unset = one per core, like nginx's
 # "worker_processes auto"), TLSGUARD_EXTRA_ENV (e.g. "GOGC=200").
 
+# The binary: run.sh's build of this checkout (tlsguard-base.sh swaps it).
+TLSGUARD_BIN=$RUN/tlsguard
+
 proxy_addr() {
   case $1 in
     plain|starttls) echo "127.0.0.1:$STARTTLS_PORT" ;;
@@ -57,7 +60,7 @@ CFG
   [ -n "${TLSGUARD_GOMAXPROCS:-}" ] && env+=("GOMAXPROCS=$TLSGUARD_GOMAXPROCS")
   # shellcheck disable=SC2206  # meant to split
   [ -n "${TLSGUARD_EXTRA_ENV:-}" ] && env+=($TLSGUARD_EXTRA_ENV)
-  env "${env[@]}" "$RUN/tlsguard" serve --config "$RUN/tlsguard.yaml" > "$RUN/tlsguard.log" 2>&1 &
+  env "${env[@]}" "$TLSGUARD_BIN" serve --config "$RUN/tlsguard.yaml" > "$RUN/tlsguard.log" 2>&1 &
   PROXY_PID=$!
   wait_port "$STARTTLS_PORT" && wait_port "$IMPLICIT_PORT"
 }
