@@ -202,7 +202,7 @@ log "run $RUN_ID: ${#scen[@]} scenarios x $REPS repetitions: ${scen[*]}"
 {
   echo "run $RUN_ID: $(date -u '+%F %T') UTC; $(nproc) cores; $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "  $(go version); $(nginx -v 2>&1); $(dpkg-query -W -f='postfix ${Version}' postfix 2>/dev/null); $(openssl version)"
-  echo "  tlsguard $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [ -n "$(GIT_OPTIONAL_LOCKS=0 git status --porcelain -- proxy cmd/tlsguard certs 2>/dev/null)" ] && echo ' + uncommitted changes in proxy/cmd/certs')"
+  echo "  tlsguard $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [ -n "$(GIT_OPTIONAL_LOCKS=0 git status --porcelain -- proxy cmd/tlsguard certs third_party go.mod 2>/dev/null)" ] && echo ' + uncommitted changes in proxy/cmd/certs/third_party')"
   echo "  REPS=$REPS N50=$N50 N300=$N300 N_PERCONN=$N_PERCONN N_DIRECT=$N_DIRECT SIZE=$SIZE WARM=$WARM BIG_SIZE=$BIG_SIZE BIG_N=$BIG_N BIG_C=$BIG_C HOLD_N=$HOLD_N HOLD_FOR=$HOLD_FOR HOLD_MODE=$HOLD_MODE TLS_GROUPS=$TLS_GROUPS LOADGEN_ARGS='$LOADGEN_ARGS' TLSGUARD_LOG_LEVEL=${TLSGUARD_LOG_LEVEL:-info}"
 } | tee -a "$RES/runs.meta" >&2
 

@@ -204,6 +204,19 @@ func (s *stuffer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// dataEnd ends the data (RFC 5321 4.1.1.4): the last line's CRLF, ".", CRLF.
+var dataEnd = []byte("\r\n.\r\n")
+
+// end writes the end of data in place of the held-back CRLF (or CR), so
+// that the message's tail and the dot leave in one write. A last line
+// without CRLF gets one, and so does an empty message, as with go-smtp's
+// DATA writer.
+func (s *stuffer) end() error {
+	s.held, s.mid = 0, false
+	_, err := s.w.Write(dataEnd)
+	return err
+}
+
 // dataBufs are the buffers of one DATA transfer, pooled: a message costs no
 // allocation for them.
 type dataBufs struct {

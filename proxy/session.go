@@ -294,12 +294,19 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if tx.broken {
 		return errTxBroken
 	}
-	if err := s.ensureBackend(tx); err != nil {
-		se := backendReply(err)
-		tx.note(rcpt.String(), d.Rule, replyText(se))
-		return se
+	if tx.bc == nil {
+		// The first accepted recipient opens the backend transaction: MAIL
+		// and this RCPT, in one write when the backend pipelines.
+		var merr error
+		if merr, err = s.openBackend(tx, rcpt.String(), opts); merr != nil {
+			se := backendReply(merr)
+			tx.note(rcpt.String(), d.Rule, replyText(se))
+			return se
+		}
+	} else {
+		err = tx.bc.c.Rcpt(rcpt.String(), opts)
 	}
-	if err := tx.bc.c.Rcpt(rcpt.String(), opts); err != nil {
+	if err != nil {
 		se := backendReply(err)
 		if se == errBackendFailed {
 			s.srv.metrics.backendErrors.WithLabelValues("rcpt").Inc()
@@ -316,14 +323,14 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-// ensureBackend takes a backend connection (this session's idle one, one
-// from the pool, or a new one) and sends MAIL. A pooled connection that the
-// backend closed meanwhile fails at MAIL, before anything is committed: it is
+// openBackend takes a backend connection (this session's idle one, one
+// from the pool, or a new one) and sends MAIL and the first RCPT, pipelined
+// (RFC 2920) when the backend offers PIPELINING. mailErr is set when there
+// is no backend transaction (unreachable, or MAIL failed or was refused);
+// rcptErr is RCPT's outcome otherwise. A pooled connection that the backend
+// closed meanwhile fails at MAIL, before anything is committed: it is
 // replaced by a fresh one once.
-func (s *session) ensureBackend(tx *transaction) error {
-	if tx.bc != nil {
-		return nil
-	}
+func (s *session) openBackend(tx *transaction, rcpt string, opts *smtp.RcptOptions) (mailErr, rcptErr error) {
 	for attempt := 0; ; attempt++ {
 		bc := s.idle
 		s.idle = nil
@@ -335,24 +342,24 @@ func (s *session) ensureBackend(tx *transaction) error {
 			if err != nil {
 				s.srv.metrics.backendErrors.WithLabelValues("connect").Inc()
 				s.srv.log.Warn("backend unreachable", zap.String("session", s.conn.id), zap.Error(err))
-				return err
+				return err, nil
 			}
 		}
-		err := bc.c.Mail(tx.from.String(), tx.opts)
+		err, rerr := bc.c.MailRcpt(tx.from.String(), tx.opts, rcpt, opts)
 		if err == nil {
 			s.srv.metrics.backendReplies.WithLabelValues("mail", "250").Inc()
 			tx.bc = bc
-			return nil
+			return nil, rerr
 		}
 		bc.abort()
 		if se := backendReply(err); se != errBackendFailed {
 			s.srv.metrics.backendReplies.WithLabelValues("mail", codeLabel(se.Code)).Inc()
-			return err
+			return err, nil
 		}
 		s.srv.metrics.backendErrors.WithLabelValues("mail").Inc()
 		if !bc.reused || attempt > 0 {
 			s.srv.log.Warn("backend failed at MAIL", zap.String("session", s.conn.id), zap.Error(err))
-			return err
+			return err, nil
 		}
 	}
 }
@@ -428,13 +435,12 @@ func messageOutcome(err error) string {
 // an *smtp.SMTPError (go-smtp's way of sending a custom success text).
 //
 // The message goes normalizer → stuffer → one buffered writer straight to
-// the backend connection, a chunk at a time; go-smtp's client only sends
-// DATA, and at the end the last CRLF and the dot (through its DATA writer,
-// whose state is then "start of line", so it adds nothing) and reads the
+// the backend connection, a chunk at a time, the end-of-data dot in the same
+// write as the message's tail; go-smtp's client only sends DATA and reads the
 // reply, so its reader and writer stay in step with the connection.
 func (s *session) forward(tx *transaction, r io.Reader) (*smtp.SMTPError, int64, error) {
 	bc := tx.bc
-	w, err := bc.c.Data()
+	w, err := bc.c.RawData()
 	if err != nil {
 		se := backendReply(err)
 		tx.breakOff()
@@ -457,14 +463,8 @@ func (s *session) forward(tx *transaction, r io.Reader) (*smtp.SMTPError, int64,
 		}
 	}
 	if werr == nil && err == nil {
-		if st.held == 1 { // cannot happen after the normalizer; keep the byte
-			err = bufs.bw.WriteByte('\r')
-		}
-		if err == nil {
+		if err = st.end(); err == nil {
 			err = bufs.bw.Flush()
-		}
-		if err == nil && st.held == 2 {
-			_, err = w.Write(crlf)
 		}
 	}
 	if werr != nil || err != nil {
@@ -473,7 +473,7 @@ func (s *session) forward(tx *transaction, r io.Reader) (*smtp.SMTPError, int64,
 		return nil, n, s.dataError(r, werr, err)
 	}
 	sent := time.Now()
-	resp, err := w.CloseWithResponse()
+	resp, err := w.Response()
 	s.srv.metrics.deliveryLatency.WithLabelValues(s.lc.Name).Observe(time.Since(sent).Seconds())
 	if err != nil {
 		se := backendReply(err)

@@ -15,8 +15,8 @@ import (
 )
 
 // stuffWire is what the backend gets from forward for a CRLF-only message
-// written in the given pieces: the stuffer's output, then the held CRLF and
-// the dot through a textproto DotWriter, as forward does through go-smtp's.
+// written in the given pieces: the stuffer's output, then its end (the held
+// CRLF and the dot), as forward sends them in one write.
 func stuffWire(t testing.TB, pieces ...[]byte) []byte {
 	t.Helper()
 	var wire bytes.Buffer
@@ -27,15 +27,10 @@ func stuffWire(t testing.TB, pieces ...[]byte) []byte {
 			t.Fatalf("Write(%q) = %d, %v", p, n, err)
 		}
 	}
-	if st.held == 1 {
-		bw.WriteByte('\r')
+	if err := st.end(); err != nil {
+		t.Fatal(err)
 	}
 	bw.Flush()
-	dw := textproto.NewWriter(bufio.NewWriter(&wire)).DotWriter()
-	if st.held == 2 {
-		dw.Write(crlf)
-	}
-	dw.Close()
 	return wire.Bytes()
 }
 

@@ -430,6 +430,25 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 	if err := c.hello(); err != nil {
 		return err
 	}
+	line, err := c.mailLine(from, opts)
+	if err != nil {
+		return err
+	}
+	if _, _, err := c.cmd(250, "%s", line); err != nil {
+		return err
+	}
+
+	// A new transaction has started, forget the previous recipients.
+	c.rcpts = nil
+
+	return nil
+}
+
+// mailLine builds the MAIL command for from and opts.
+func (c *Client) mailLine(from string, opts *MailOptions) (string, error) {
+	if err := validateLine(from); err != nil {
+		return "", err
+	}
 
 	var sb strings.Builder
 	// A high enough power of 2 than 510+14+26+11+9+9+39+500
@@ -445,14 +464,14 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 		if _, ok := c.ext["REQUIRETLS"]; ok {
 			sb.WriteString(" REQUIRETLS")
 		} else {
-			return errors.New("smtp: server does not support REQUIRETLS")
+			return "", errors.New("smtp: server does not support REQUIRETLS")
 		}
 	}
 	if opts != nil && opts.UTF8 {
 		if _, ok := c.ext["SMTPUTF8"]; ok {
 			sb.WriteString(" SMTPUTF8")
 		} else {
-			return errors.New("smtp: server does not support SMTPUTF8")
+			return "", errors.New("smtp: server does not support SMTPUTF8")
 		}
 	}
 	if _, ok := c.ext["DSN"]; ok && opts != nil {
@@ -462,11 +481,11 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 		case "":
 			// This space is intentionally left blank
 		default:
-			return errors.New("smtp: Unknown RET parameter value")
+			return "", errors.New("smtp: Unknown RET parameter value")
 		}
 		if opts.EnvelopeID != "" {
 			if !isPrintableASCII(opts.EnvelopeID) {
-				return errors.New("smtp: Malformed ENVID parameter value")
+				return "", errors.New("smtp: Malformed ENVID parameter value")
 			}
 			fmt.Fprintf(&sb, " ENVID=%s", encodeXtext(opts.EnvelopeID))
 		}
@@ -477,14 +496,7 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 		}
 		// We can safely discard parameter if server does not support AUTH.
 	}
-	if _, _, err := c.cmd(250, "%s", sb.String()); err != nil {
-		return err
-	}
-
-	// A new transaction has started, forget the previous recipients.
-	c.rcpts = nil
-
-	return nil
+	return sb.String(), nil
 }
 
 // Rcpt issues a RCPT command to the server using the provided email address.
@@ -496,8 +508,21 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 //
 // If server returns an error, it will be of type *SMTPError.
 func (c *Client) Rcpt(to string, opts *RcptOptions) error {
-	if err := validateLine(to); err != nil {
+	line, err := c.rcptLine(to, opts)
+	if err != nil {
 		return err
+	}
+	if _, _, err := c.cmd(25, "%s", line); err != nil {
+		return err
+	}
+	c.rcpts = append(c.rcpts, to)
+	return nil
+}
+
+// rcptLine builds the RCPT command for to and opts.
+func (c *Client) rcptLine(to string, opts *RcptOptions) (string, error) {
+	if err := validateLine(to); err != nil {
+		return "", err
 	}
 
 	var sb strings.Builder
@@ -508,7 +533,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 		if len(opts.Notify) != 0 {
 			sb.WriteString(" NOTIFY=")
 			if err := checkNotifySet(opts.Notify); err != nil {
-				return errors.New("smtp: Malformed NOTIFY parameter value")
+				return "", errors.New("smtp: Malformed NOTIFY parameter value")
 			}
 			for i, v := range opts.Notify {
 				if i != 0 {
@@ -522,7 +547,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 			switch opts.OriginalRecipientType {
 			case DSNAddressTypeRFC822:
 				if !isPrintableASCII(opts.OriginalRecipient) {
-					return errors.New("smtp: Illegal address")
+					return "", errors.New("smtp: Illegal address")
 				}
 				enc = encodeXtext(opts.OriginalRecipient)
 			case DSNAddressTypeUTF8:
@@ -532,7 +557,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 					enc = encodeUTF8AddrXtext(opts.OriginalRecipient)
 				}
 			default:
-				return errors.New("smtp: Unknown address type")
+				return "", errors.New("smtp: Unknown address type")
 			}
 			fmt.Fprintf(&sb, " ORCPT=%s;%s", string(opts.OriginalRecipientType), enc)
 		}
@@ -542,7 +567,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 	}
 	if _, ok := c.ext["DELIVERBY"]; ok && opts != nil && opts.DeliverBy != nil {
 		if opts.DeliverBy.Mode == DeliverByReturn && opts.DeliverBy.Time < 1 {
-			return errors.New("smtp: DELIVERBY mode must be greater than zero with return mode")
+			return "", errors.New("smtp: DELIVERBY mode must be greater than zero with return mode")
 		}
 		arg := fmt.Sprintf(" BY=%d;%s", int(opts.DeliverBy.Time.Seconds()), opts.DeliverBy.Mode)
 		if opts.DeliverBy.Trace {
@@ -552,15 +577,72 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 	}
 	if _, ok := c.ext["MT-PRIORITY"]; ok && opts != nil && opts.MTPriority != nil {
 		if *opts.MTPriority < -9 || *opts.MTPriority > 9 {
-			return errors.New("smtp: MT-PRIORITY must be between -9 and 9")
+			return "", errors.New("smtp: MT-PRIORITY must be between -9 and 9")
 		}
 		sb.WriteString(fmt.Sprintf(" MT-PRIORITY=%d", *opts.MTPriority))
 	}
-	if _, _, err := c.cmd(25, "%s", sb.String()); err != nil {
-		return err
+	return sb.String(), nil
+}
+
+// MailRcpt starts a transaction with MAIL and one RCPT, like Mail followed
+// by Rcpt. When the server offers PIPELINING (RFC 2920), both commands go
+// out in one write and the two replies are read in order, saving a round
+// trip; otherwise it is exactly Mail, then Rcpt if MAIL was accepted.
+//
+// mailErr is MAIL's error; rcptErr is RCPT's, and is nil whenever mailErr
+// is set (the reply to a RCPT after a refused MAIL is read and dropped:
+// RFC 2920 3.1 has the server reply to every command of a group).
+func (c *Client) MailRcpt(from string, mopts *MailOptions, to string, ropts *RcptOptions) (mailErr, rcptErr error) {
+	if err := validateLine(from); err != nil {
+		return err, nil
+	}
+	if err := c.hello(); err != nil {
+		return err, nil
+	}
+	_, pipelining := c.ext["PIPELINING"]
+	mail, err := c.mailLine(from, mopts)
+	if err != nil {
+		return err, nil
+	}
+	rcpt, rerr := c.rcptLine(to, ropts)
+	if !pipelining || rerr != nil {
+		if err := c.Mail(from, mopts); err != nil {
+			return err, nil
+		}
+		if rerr != nil {
+			return nil, rerr
+		}
+		return nil, c.Rcpt(to, ropts)
+	}
+
+	c.conn.SetDeadline(time.Now().Add(c.CommandTimeout))
+	defer c.conn.SetDeadline(time.Time{})
+	id := c.text.Next()
+	c.text.StartRequest(id)
+	c.text.W.WriteString(mail)
+	c.text.W.WriteString("\r\n")
+	c.text.W.WriteString(rcpt)
+	c.text.W.WriteString("\r\n")
+	err = c.text.W.Flush()
+	c.text.EndRequest(id)
+	if err != nil {
+		return err, nil
+	}
+	c.text.StartResponse(id)
+	defer c.text.EndResponse(id)
+
+	c.rcpts = nil
+	if _, _, err := c.readResponse(250); err != nil {
+		if se, ok := err.(*SMTPError); ok && se.Code != 421 {
+			c.readResponse(25) // RCPT's reply, most likely 503
+		}
+		return err, nil
+	}
+	if _, _, err := c.readResponse(25); err != nil {
+		return nil, err
 	}
 	c.rcpts = append(c.rcpts, to)
-	return nil
+	return nil, nil
 }
 
 // DataCommand is a pending DATA command. DataCommand is an io.WriteCloser.
@@ -709,6 +791,41 @@ func (c *Client) Data() (*DataCommand, error) {
 		return nil, err
 	}
 	return &DataCommand{client: c, wc: c.text.DotWriter()}, nil
+}
+
+// RawDataCommand is a DATA command whose message the caller writes to the
+// connection itself, already dot-stuffed and ending with CRLF "." CRLF (RFC
+// 5321 4.5.2), for example in one buffered write together with the end of
+// the message. See Client.RawData.
+type RawDataCommand struct {
+	client *Client
+}
+
+// RawData issues a DATA command to the server. The caller then writes the
+// dot-stuffed message and its terminating CRLF "." CRLF to the connection
+// the client was created on, and calls Response. With LMTP, use Data.
+func (c *Client) RawData() (*RawDataCommand, error) {
+	if c.lmtp {
+		return nil, errors.New("smtp: RawData used with an LMTP client")
+	}
+	if _, _, err := c.cmd(354, "DATA"); err != nil {
+		return nil, err
+	}
+	return &RawDataCommand{client: c}, nil
+}
+
+// Response reads the server's reply to the end of the data.
+//
+// If server returns an error, it will be of type *SMTPError.
+func (cmd *RawDataCommand) Response() (*DataResponse, error) {
+	c := cmd.client
+	c.conn.SetDeadline(time.Now().Add(c.SubmissionTimeout))
+	defer c.conn.SetDeadline(time.Time{})
+	_, msg, err := c.readResponse(250)
+	if err != nil {
+		return nil, err
+	}
+	return &DataResponse{StatusText: msg}, nil
 }
 
 // SendMail will use an existing connection to send an email from

@@ -953,7 +953,14 @@ func (c *Conn) handleStartTLS() {
 	// Upgrade to TLS
 	tlsConn := tls.Server(c.conn, c.server.TLSConfig)
 
-	if err := tlsConn.Handshake(); err != nil {
+	// The handshake runs on a goroutine of its own that ends with it:
+	// crypto/tls's handshake needs a deep stack (about 8 KB), and run here
+	// it would grow this session goroutine's stack for good, since the stack
+	// of a goroutine that then idles in a TLS read is not shrunk below what
+	// that read needs. The session goroutine only waits.
+	hsErr := make(chan error, 1)
+	go func() { hsErr <- tlsConn.Handshake() }()
+	if err := <-hsErr; err != nil {
 		c.writeResponse(550, EnhancedCode{5, 0, 0}, "Handshake error")
 		return
 	}
