@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"context"
 	"fmt"
 	"regexp"
 	"sort"
@@ -89,66 +88,25 @@ func imapStartTLS(c *conn) error {
 	return nil
 }
 
-// checkIMAP audits an IMAP port: STARTTLS or implicit TLS, and whether
-// LOGIN or AUTHENTICATE is accepted before TLS.
-func (a *auditor) checkIMAP(ctx context.Context, svc Service) []Finding {
-	pre := svc.String()
-	c, err := dial(ctx, a.dialAddr(svc.Port), a.cfg.Timeout)
-	if err != nil {
-		return closedFinding(svc, err)
-	}
-	defer c.Close()
-	var fs []Finding
-	add := func(more ...Finding) {
-		for _, f := range more {
-			f.Service, f.Port = svc.Name, svc.Port
-			fs = append(fs, f)
-		}
-	}
-	if svc.Kind == IMAPS {
-		st, err := c.startTLS(ctx, a.clientTLSConfig())
-		add(a.checkTLSEndpoint(ctx, svc, st, err)...)
+// imapAudit is what an IMAP audit does that a POP3 one does differently.
+var imapAudit = mailboxProtocol{
+	name:     "imap",
+	implicit: IMAPS,
+	quit:     "a9 LOGOUT",
+	greet:    func(c *conn) error { _, err := imapGreeting(c); return err },
+	probe: func(c *conn, svc Service) (starttls Finding, offered bool, login Finding, err error) {
+		caps, err := imapCaps(c)
 		if err != nil {
-			return fs
+			return Finding{}, false, Finding{}, err
 		}
-		if _, err := imapGreeting(c); err != nil {
-			add(Finding{Grade: Warning, Check: pre + " imap", Detail: err.Error()})
+		if caps["STARTTLS"] {
+			starttls = Finding{Grade: OK, Detail: "offered"}
+		} else {
+			starttls = Finding{Grade: Fail, Detail: "not offered: passwords and mail cross the network in clear",
+				Advice: "enable STARTTLS, or better, serve IMAP over implicit TLS on 993 only (RFC 8314)"}
 		}
-		c.writeLine("a9 LOGOUT")
-		return fs
-	}
-
-	if _, err := imapGreeting(c); err != nil {
-		add(Finding{Grade: Warning, Check: pre + " imap", Detail: err.Error(),
-			Advice: "the port is open but does not greet as an IMAP server should"})
-		return fs
-	}
-	caps, err := imapCaps(c)
-	if err != nil {
-		add(Finding{Grade: Warning, Check: pre + " imap", Detail: err.Error()})
-		return fs
-	}
-	if caps["STARTTLS"] {
-		add(Finding{Grade: OK, Check: pre + " starttls", Detail: "offered"})
-	} else {
-		add(Finding{Grade: Fail, Check: pre + " starttls", Detail: "not offered: passwords and mail cross the network in clear",
-			Advice: "enable STARTTLS, or better, serve IMAP over implicit TLS on 993 only (RFC 8314)"})
-	}
-	add(imapLoginBeforeTLS(c, svc, caps))
-	c.writeLine("a9 LOGOUT")
-
-	if caps["STARTTLS"] {
-		tc, st, err := a.openTLS(ctx, svc, a.clientTLSConfig())
-		if err == nil {
-			tc.writeLine("a9 LOGOUT")
-			tc.Close()
-		}
-		add(a.checkTLSEndpoint(ctx, svc, st, err)...)
-		if err == nil {
-			add(a.checkSTARTTLSInjection(ctx, svc))
-		}
-	}
-	return fs
+		return starttls, caps["STARTTLS"], imapLoginBeforeTLS(c, svc, caps), nil
+	},
 }
 
 // imapLoginBeforeTLS probes LOGIN with an invalid user and AUTHENTICATE

@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"context"
 	"fmt"
 	"strings"
 )
@@ -80,67 +79,26 @@ func pop3StartTLS(c *conn) error {
 	return nil
 }
 
-// checkPOP3 audits a POP3 port: STLS or implicit TLS, and whether USER/PASS
-// or AUTH is accepted before TLS.
-func (a *auditor) checkPOP3(ctx context.Context, svc Service) []Finding {
-	pre := svc.String()
-	c, err := dial(ctx, a.dialAddr(svc.Port), a.cfg.Timeout)
-	if err != nil {
-		return closedFinding(svc, err)
-	}
-	defer c.Close()
-	var fs []Finding
-	add := func(more ...Finding) {
-		for _, f := range more {
-			f.Service, f.Port = svc.Name, svc.Port
-			fs = append(fs, f)
-		}
-	}
-	if svc.Kind == POP3S {
-		st, err := c.startTLS(ctx, a.clientTLSConfig())
-		add(a.checkTLSEndpoint(ctx, svc, st, err)...)
+// pop3Audit is what a POP3 audit does that an IMAP one does differently.
+var pop3Audit = mailboxProtocol{
+	name:     "pop3",
+	implicit: POP3S,
+	quit:     "QUIT",
+	greet:    pop3Greeting,
+	probe: func(c *conn, svc Service) (starttls Finding, offered bool, login Finding, err error) {
+		caps, err := pop3Caps(c)
 		if err != nil {
-			return fs
+			return Finding{}, false, Finding{}, err
 		}
-		if err := pop3Greeting(c); err != nil {
-			add(Finding{Grade: Warning, Check: pre + " pop3", Detail: err.Error()})
+		_, offered = caps["STLS"]
+		if offered {
+			starttls = Finding{Grade: OK, Detail: "STLS offered"}
+		} else {
+			starttls = Finding{Grade: Fail, Detail: "STLS not offered: passwords and mail cross the network in clear",
+				Advice: "enable STLS, or better, serve POP3 over implicit TLS on 995 only (RFC 8314)"}
 		}
-		c.writeLine("QUIT")
-		return fs
-	}
-
-	if err := pop3Greeting(c); err != nil {
-		add(Finding{Grade: Warning, Check: pre + " pop3", Detail: err.Error(),
-			Advice: "the port is open but does not greet as a POP3 server should"})
-		return fs
-	}
-	caps, err := pop3Caps(c)
-	if err != nil {
-		add(Finding{Grade: Warning, Check: pre + " pop3", Detail: err.Error()})
-		return fs
-	}
-	_, stls := caps["STLS"]
-	if stls {
-		add(Finding{Grade: OK, Check: pre + " starttls", Detail: "STLS offered"})
-	} else {
-		add(Finding{Grade: Fail, Check: pre + " starttls", Detail: "STLS not offered: passwords and mail cross the network in clear",
-			Advice: "enable STLS, or better, serve POP3 over implicit TLS on 995 only (RFC 8314)"})
-	}
-	add(pop3LoginBeforeTLS(c, svc, caps))
-	c.writeLine("QUIT")
-
-	if stls {
-		tc, st, err := a.openTLS(ctx, svc, a.clientTLSConfig())
-		if err == nil {
-			tc.writeLine("QUIT")
-			tc.Close()
-		}
-		add(a.checkTLSEndpoint(ctx, svc, st, err)...)
-		if err == nil {
-			add(a.checkSTARTTLSInjection(ctx, svc))
-		}
-	}
-	return fs
+		return starttls, offered, pop3LoginBeforeTLS(c, svc, caps), nil
+	},
 }
 
 // pop3LoginBeforeTLS probes USER with an invalid user, and AUTH without a

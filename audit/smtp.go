@@ -13,9 +13,9 @@ func (a *auditor) checkService(ctx context.Context, svc Service) []Finding {
 	case SMTP, SMTPS:
 		return a.checkSMTP(ctx, svc)
 	case IMAP, IMAPS:
-		return a.checkIMAP(ctx, svc)
+		return a.checkMailbox(ctx, svc, imapAudit)
 	default:
-		return a.checkPOP3(ctx, svc)
+		return a.checkMailbox(ctx, svc, pop3Audit)
 	}
 }
 
