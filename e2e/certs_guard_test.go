@@ -43,7 +43,6 @@ const certsHostname = "mail.example.test"
 // call with the same dir reuses its state folder: a restart.
 func certsStartGuard(t testing.TB, dir, tlsYAML string) *certsGuard {
 	t.Helper()
-	bin := tlsguardBinary(t)
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -56,19 +55,7 @@ func certsStartGuard(t testing.TB, dir, tlsYAML string) *certsGuard {
 	}
 	g.writeConfig(t, tlsYAML)
 
-	logf, err := os.Create(g.LogFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	g.cmd = exec.Command(bin, "serve", "--config", g.ConfigFile)
-	g.cmd.Dir = dir
-	g.cmd.Stdout, g.cmd.Stderr = logf, logf
-	if err := g.cmd.Start(); err != nil {
-		t.Fatalf("starting tlsguard: %v", err)
-	}
-	g.exited = make(chan struct{})
-	go func() { g.cmd.Wait(); close(g.exited) }()
+	g.cmd, g.exited = runGuard(t, dir, g.ConfigFile, g.LogFile)
 	t.Cleanup(func() {
 		g.Stop(t)
 		if t.Failed() {

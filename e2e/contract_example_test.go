@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -101,20 +100,7 @@ func readmeSwaks(t *testing.T, args ...string) swaksRun {
 func startReadmeGuard(t *testing.T, cwd, cfgArg, logFile, waitAddr string) *TLSGuard {
 	t.Helper()
 	g := &TLSGuard{Dir: cwd, ConfigFile: cfgArg, LogFile: logFile}
-	logf, err := os.Create(logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	g.cmd = exec.Command(tlsguardBinary(t), "serve", "--config", cfgArg)
-	g.cmd.Dir = cwd
-	g.cmd.Stdout, g.cmd.Stderr = logf, logf
-	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	g.exited = make(chan struct{})
-	go func() { g.cmd.Wait(); close(g.exited) }()
+	g.cmd, g.exited = runGuard(t, cwd, cfgArg, logFile)
 	t.Cleanup(func() {
 		g.stop(t)
 		if t.Failed() {

@@ -310,19 +310,7 @@ func startBinary(t testing.TB, cfg, addr string) *TLSGuard {
 	t.Helper()
 	dir := filepath.Dir(cfg)
 	g := &TLSGuard{Dir: dir, ConfigFile: cfg, LogFile: filepath.Join(dir, "tlsguard.log")}
-	logf, err := os.Create(g.LogFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	g.cmd = exec.Command(tlsguardBinary(t), "serve", "--config", cfg)
-	g.cmd.Dir = dir
-	g.cmd.Stdout, g.cmd.Stderr = logf, logf
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	g.exited = make(chan struct{})
-	go func() { g.cmd.Wait(); close(g.exited) }()
+	g.cmd, g.exited = runGuard(t, dir, cfg, g.LogFile)
 	t.Cleanup(func() {
 		g.stop(t)
 		if t.Failed() {

@@ -68,7 +68,6 @@ const guardStartTimeout = 30 * time.Second
 // SIGTERM when the test ends; its log is printed if the test failed.
 func startTLSGuard(t testing.TB, backend *Postfix, opts ...guardOption) *TLSGuard {
 	t.Helper()
-	bin := tlsguardBinary(t)
 	o := guardOptions{
 		localDomains: []string{"example.org"},
 		// A network no test client is in: loopback is not trusted unless a
@@ -94,20 +93,7 @@ func startTLSGuard(t testing.TB, backend *Postfix, opts ...guardOption) *TLSGuar
 	writeFile(t, policyFile, policyYAML(o.localDomains, o.trustedNetworks))
 	writeFile(t, g.ConfigFile, g.configYAML(backend.Addr, usersFile, policyFile)+o.extraYAML)
 
-	logf, err := os.Create(g.LogFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	g.cmd = exec.Command(bin, "serve", "--config", g.ConfigFile)
-	g.cmd.Dir = dir
-	g.cmd.Stdout, g.cmd.Stderr = logf, logf
-	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // dies with the test binary
-	if err := g.cmd.Start(); err != nil {
-		t.Fatalf("starting tlsguard: %v", err)
-	}
-	g.exited = make(chan struct{})
-	go func() { g.cmd.Wait(); close(g.exited) }()
+	g.cmd, g.exited = runGuard(t, dir, g.ConfigFile, g.LogFile)
 	t.Cleanup(func() {
 		g.stop(t)
 		if t.Failed() {
@@ -203,6 +189,28 @@ func writeHtpasswd(t testing.TB, dir string, users map[string]string) string {
 }
 
 // stop sends SIGTERM and waits for the process to finish its sessions.
+// runGuard starts `tlsguard serve --config cfg` with dir as its working
+// directory and its output in logFile. It dies with the test binary. The
+// channel closes once it has exited; stopping it is the caller's cleanup.
+func runGuard(t testing.TB, dir, cfg, logFile string) (*exec.Cmd, chan struct{}) {
+	t.Helper()
+	logf, err := os.Create(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(tlsguardBinary(t), "serve", "--config", cfg)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting tlsguard: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	return cmd, exited
+}
+
 func (g *TLSGuard) stop(t testing.TB) {
 	select {
 	case <-g.exited:
