@@ -178,16 +178,9 @@ func imapLoginBeforeTLS(c *conn, svc Service, caps map[string]bool) Finding {
 	if len(mechs) > 0 && !caps["LOGINDISABLED"] {
 		notes = append(notes, "AUTH="+strings.Join(mechs, " AUTH=")+" advertised in clear")
 	}
-	if len(notes) > 0 {
-		f.Grade = Fail
-		f.Detail = strings.Join(notes, "; ")
-		f.Advice = "refuse plaintext login before TLS (Dovecot: disable_plaintext_auth = yes, or auth_allow_cleartext = no from 2.4)"
-		return f
-	}
-	f.Grade = OK
-	f.Detail = "refused: LOGIN answered " + loginReply
+	refused := "LOGIN answered " + loginReply
 	if caps["LOGINDISABLED"] {
-		f.Detail += " (LOGINDISABLED advertised)"
+		refused += " (LOGINDISABLED advertised)"
 	}
-	return f
+	return loginVerdict(f, notes, refused)
 }

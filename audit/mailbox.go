@@ -75,3 +75,16 @@ func (a *auditor) checkMailbox(ctx context.Context, svc Service, p mailboxProtoc
 	}
 	return fs
 }
+
+// loginVerdict grades a login-before-TLS probe: any note (a login the
+// server would check in clear) fails; otherwise refused says how it refused.
+func loginVerdict(f Finding, notes []string, refused string) Finding {
+	if len(notes) > 0 {
+		f.Grade = Fail
+		f.Detail = strings.Join(notes, "; ")
+		f.Advice = "refuse plaintext login before TLS (Dovecot: disable_plaintext_auth = yes, or auth_allow_cleartext = no from 2.4)"
+		return f
+	}
+	f.Grade, f.Detail = OK, "refused: "+refused
+	return f
+}

@@ -140,13 +140,5 @@ func pop3LoginBeforeTLS(c *conn, svc Service, caps map[string]string) Finding {
 			break
 		}
 	}
-	if len(notes) > 0 {
-		f.Grade = Fail
-		f.Detail = strings.Join(notes, "; ")
-		f.Advice = "refuse plaintext login before TLS (Dovecot: disable_plaintext_auth = yes, or auth_allow_cleartext = no from 2.4)"
-		return f
-	}
-	f.Grade = OK
-	f.Detail = "refused: " + reply
-	return f
+	return loginVerdict(f, notes, reply)
 }
