@@ -72,7 +72,6 @@ func (b *backend) learn(ctx context.Context) error {
 // backendConn is one SMTP connection to the backend.
 type backendConn struct {
 	c      *smtp.Client
-	w      net.Conn  // the connection c talks over (TLS, if any); DATA writes to it
 	idleAt time.Time // when it went back to the pool
 	reused bool      // taken from the pool (may have gone stale)
 }
@@ -135,7 +134,6 @@ func (b *backend) dial(ctx context.Context) (*backendConn, error) {
 	// Every write to the backend is bounded too (DATA streams through here).
 	raw = &deadlineConn{Conn: raw, timeout: b.cfg.Timeout}
 	var c *smtp.Client
-	w := raw // what the client talks over: raw, or TLS above it
 	switch b.cfg.TLS {
 	case TLSImplicit:
 		tc := tls.Client(raw, b.cfg.TLSConfig)
@@ -146,18 +144,17 @@ func (b *backend) dial(ctx context.Context) (*backendConn, error) {
 			raw.Close()
 			return nil, fmt.Errorf("backend %s: TLS handshake: %w", b.cfg.Address, err)
 		}
-		w = tc
 		c = smtp.NewClient(tc)
 	case TLSStartTLS:
-		// Done here rather than by go-smtp's NewClientStartTLS, which keeps
-		// the *tls.Conn to itself: DATA writes the message to it directly.
+		// Done here rather than by go-smtp's NewClientStartTLS, which says
+		// EHLO localhost before STARTTLS and silently drops plaintext sent
+		// behind the 220 instead of refusing the backend.
 		tc, greeting, err := b.startTLS(ctx, raw)
 		if err != nil {
 			raw.Close()
 			return nil, fmt.Errorf("backend %s: STARTTLS: %w", b.cfg.Address, err)
 		}
-		w = &greetedConn{Conn: tc, greeting: greeting}
-		c = smtp.NewClient(w)
+		c = smtp.NewClient(&greetedConn{Conn: tc, greeting: greeting})
 	default:
 		c = smtp.NewClient(raw)
 	}
@@ -176,7 +173,7 @@ func (b *backend) dial(ctx context.Context) (*backendConn, error) {
 		return nil, fmt.Errorf("backend %s: EHLO: %w", b.cfg.Address, err)
 	}
 	b.record(c)
-	return &backendConn{c: c, w: w}, nil
+	return &backendConn{c: c}, nil
 }
 
 // startTLS reads the greeting, says EHLO, checks that STARTTLS is offered,

@@ -447,7 +447,7 @@ func (s *session) forward(tx *transaction, r io.Reader) (*smtp.SMTPError, int64,
 		return nil, 0, se
 	}
 	bufs := dataBufPool.Get().(*dataBufs)
-	bufs.bw.Reset(bc.w)
+	bufs.bw.Reset(w) // straight to the backend connection
 	defer func() {
 		bufs.bw.Reset(nil)
 		dataBufPool.Put(bufs)

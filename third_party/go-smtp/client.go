@@ -802,8 +802,9 @@ type RawDataCommand struct {
 }
 
 // RawData issues a DATA command to the server. The caller then writes the
-// dot-stuffed message and its terminating CRLF "." CRLF to the connection
-// the client was created on, and calls Response. With LMTP, use Data.
+// dot-stuffed message and its terminating CRLF "." CRLF to the returned
+// command (Write goes to the client's connection as it is, TLS included),
+// and calls Response. With LMTP, use Data.
 func (c *Client) RawData() (*RawDataCommand, error) {
 	if c.lmtp {
 		return nil, errors.New("smtp: RawData used with an LMTP client")
@@ -812,6 +813,12 @@ func (c *Client) RawData() (*RawDataCommand, error) {
 		return nil, err
 	}
 	return &RawDataCommand{client: c}, nil
+}
+
+// Write writes p to the client's current connection unchanged: it must be
+// dot-stuffed message data (RFC 5321 4.5.2), ending with CRLF "." CRLF.
+func (cmd *RawDataCommand) Write(p []byte) (int, error) {
+	return cmd.client.conn.Write(p)
 }
 
 // Response reads the server's reply to the end of the data.
