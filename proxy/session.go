@@ -141,9 +141,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	}
 	check := func(identity, user, pass string) error { return s.authenticate(a, mech, identity, user, pass) }
 	malformed := func() error {
-		log := s.srv.log.With(zap.String("session", s.conn.id), zap.String("listener", s.lc.Name),
-			zap.Stringer("client_ip", s.conn.ip), zap.String("mechanism", mech))
-		return s.authFailed(log, mech, "ip:"+s.conn.ip.String(), "", "malformed SASL response")
+		return s.authFailed(s.authLog(mech), mech, "ip:"+s.conn.ip.String(), "", "malformed SASL response")
 	}
 	switch mech {
 	case sasl.Plain:
@@ -154,11 +152,16 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	return nil, smtp.ErrAuthUnknownMechanism
 }
 
+// authLog is the logger of an AUTH attempt.
+func (s *session) authLog(mech string) *zap.Logger {
+	return s.srv.log.With(zap.String("session", s.conn.id), zap.String("listener", s.lc.Name),
+		zap.Stringer("client_ip", s.conn.ip), zap.String("mechanism", mech))
+}
+
 // authenticate checks one set of credentials. It never logs the password.
 func (s *session) authenticate(a Authenticator, mech, identity, user, pass string) error {
 	ipKey, userKey := "ip:"+s.conn.ip.String(), "user:"+user
-	log := s.srv.log.With(zap.String("session", s.conn.id), zap.String("listener", s.lc.Name),
-		zap.Stringer("client_ip", s.conn.ip), zap.String("mechanism", mech), zap.String("user", user))
+	log := s.authLog(mech).With(zap.String("user", user))
 	if !validUserName(user) {
 		return s.authFailed(log, mech, ipKey, "", "bad user name")
 	}
