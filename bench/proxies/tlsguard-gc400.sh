@@ -2,4 +2,4 @@
 # collector runs a quarter as often (more memory). Shows what GC costs per
 # message; an experiment, not a recommended setting.
 source "$BENCH/proxies/tlsguard.sh"
-TLSGUARD_EXTRA_ENV="GOGC=400 ${TLSGUARD_EXTRA_ENV:-}"
+TLSGUARD_VARIANT_ENV="GOGC=400"

@@ -2,4 +2,4 @@
 # session and per transaction. Shows what the logging costs; nginx's mail
 # proxy writes no per-session line at its default error_log level either.
 source "$BENCH/proxies/tlsguard.sh"
-TLSGUARD_LOG_LEVEL=warn
+TLSGUARD_VARIANT_LEVEL=warn

@@ -9,6 +9,11 @@
 
 # The binary: run.sh's build of this checkout (tlsguard-base.sh swaps it).
 TLSGUARD_BIN=$RUN/tlsguard
+# What a variant plug-in changes (tlsguard-gc400.sh, tlsguard-quiet.sh). Set
+# on every sourcing: run.sh sources each scenario's plug-in in one shell, so
+# a variant's setting must not outlive its scenario.
+TLSGUARD_VARIANT_ENV=
+TLSGUARD_VARIANT_LEVEL=
 
 proxy_addr() {
   case $1 in
@@ -53,13 +58,15 @@ limits:
   max_sessions_per_ip: 20000
 policy: $RUN/tlsguard-policy.yaml
 log:
-  level: ${TLSGUARD_LOG_LEVEL:-info}
+  level: ${TLSGUARD_VARIANT_LEVEL:-${TLSGUARD_LOG_LEVEL:-info}}
   format: json
 CFG
   local env=()
   [ -n "${TLSGUARD_GOMAXPROCS:-}" ] && env+=("GOMAXPROCS=$TLSGUARD_GOMAXPROCS")
   # shellcheck disable=SC2206  # meant to split
   [ -n "${TLSGUARD_EXTRA_ENV:-}" ] && env+=($TLSGUARD_EXTRA_ENV)
+  # shellcheck disable=SC2206
+  [ -n "$TLSGUARD_VARIANT_ENV" ] && env+=($TLSGUARD_VARIANT_ENV)
   env "${env[@]}" "$TLSGUARD_BIN" serve --config "$RUN/tlsguard.yaml" > "$RUN/tlsguard.log" 2>&1 &
   PROXY_PID=$!
   wait_port "$STARTTLS_PORT" && wait_port "$IMPLICIT_PORT"
