@@ -598,3 +598,63 @@ func waitConsoleLine(t testing.TB, g *TLSGuard, msg, want string) map[string]any
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// backend.pool_idle and backend.pool_size, seen from a real Postfix. With
+// pool_idle 2s, the backend connection of a finished session stays open
+// (pooled) and tlsguard closes it with QUIT once it has been idle for 2 s,
+// without any further client activity. With pool_size 0, every session's
+// backend connection is closed with QUIT as the session ends.
+func TestConfigKeyBackendPool(t *testing.T) {
+	t.Parallel()
+	// Postfix logs "disconnect from" when an smtpd session ends, with
+	// quit=1 when the client said QUIT (start-up's EHLO probe included).
+	quits := func(pf *Postfix) int {
+		return len(regexp.MustCompile(`disconnect from \S+ .*quit=1`).FindAllString(pf.Log(), -1))
+	}
+	send := func(t *testing.T, g *TLSGuard, subject string) {
+		c := dialSMTP(t, g.MX)
+		c.ehlo("client.example.net")
+		tryTransaction(t, c, carol, alice, "Subject: "+subject+"\r\n\r\nbody\r\n").expect(t, 250)
+		c.cmd("QUIT").expect(t, 221)
+		c.expectClosed()
+	}
+	t.Run("pool_idle", func(t *testing.T) {
+		t.Parallel()
+		pf := startPostfix(t)
+		g := configKeyGuard(t, pf.Addr, "", "  timeout: 30s", "  timeout: 30s\n  pool_idle: 2s")
+		base := quits(pf)
+		send(t, g, "pooled")
+		done := time.Now()
+		pf.WaitMessages(t, alice, 1)
+		time.Sleep(time.Until(done.Add(time.Second)))
+		if n := quits(pf); n != base {
+			t.Fatalf("the backend connection was closed within 1 s of the session's end (%d QUITs, %d before): not pooled", n, base)
+		}
+		waitUntil(t, "the idle backend connection closed with QUIT", 10*time.Second, func() bool { return quits(pf) == base+1 })
+		if d := time.Since(done); d < 2*time.Second {
+			t.Errorf("the pooled connection was closed %v after the session, before pool_idle (2s)", d)
+		}
+	})
+	t.Run("pool_size 0", func(t *testing.T) {
+		t.Parallel()
+		pf := startPostfix(t)
+		g := configKeyGuard(t, pf.Addr, "", "  timeout: 30s", "  timeout: 30s\n  pool_size: 0")
+		base := quits(pf)
+		send(t, g, "unpooled 1")
+		waitUntil(t, "the first session's backend connection closed with QUIT", 10*time.Second, func() bool { return quits(pf) == base+1 })
+		send(t, g, "unpooled 2")
+		waitUntil(t, "the second session's backend connection closed with QUIT", 10*time.Second, func() bool { return quits(pf) == base+2 })
+		pf.WaitMessages(t, alice, 2)
+	})
+}
+
+// waitUntil polls cond every 50 ms for up to within, and fails the test
+// with what if it never holds.
+func waitUntil(t testing.TB, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(within); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+	}
+}

@@ -26,6 +26,8 @@ func TestConfigErrorExitsBeforeListening(t *testing.T) {
 		{"unknown key", "  address: \"127.0.0.1:2525\"\n  timout: 30s\n", 13, "timout"},
 		{"wrong type", "  address: \"127.0.0.1:2525\"\n  timeout: soon\n", 13, "timeout"},
 		{"bad enum", "  address: \"127.0.0.1:2525\"\n  tls: maybe\n", 13, "tls"},
+		{"negative pool size", "  address: \"127.0.0.1:2525\"\n  pool_size: -1\n", 13, "pool_size"},
+		{"pool idle too long", "  address: \"127.0.0.1:2525\"\n  pool_idle: 10m\n", 13, "pool_idle"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,17 +23,25 @@ type backend struct {
 	hostname string
 	log      *zap.Logger
 
-	mu   sync.Mutex
-	caps capabilities
-	pool []*backendConn // idle connections, newest last
+	mu      sync.Mutex
+	caps    capabilities
+	pool    []*backendConn // idle connections, oldest first
+	reaping bool           // a reap is scheduled
 }
 
 const (
-	// poolSize bounds the idle backend connections kept for reuse.
-	poolSize = 32
-	// poolIdle is how long an idle backend connection is kept: well under
-	// the 300 s that RFC 5321 4.5.3.2.7 lets a server wait for a command.
-	poolIdle = 20 * time.Second
+	// DefaultPoolSize is BackendConfig.PoolSize's default. The pool never
+	// holds more connections than were in use at once within the last
+	// PoolIdle (a connection enters it only after use, and a new one is
+	// dialled only when it is empty), so a size above the usual load costs
+	// the backend nothing it had not just given; a size below it makes a
+	// busy proxy dial and greet anew for part of its messages (32 made
+	// about one message in five dial at 300 concurrent sessions).
+	DefaultPoolSize = 256
+	// DefaultPoolIdle is BackendConfig.PoolIdle's default: well under the
+	// 300 s that RFC 5321 4.5.3.2.7 lets a server wait for a command, so a
+	// legacy server's connection slots come back soon after a burst.
+	DefaultPoolIdle = 20 * time.Second
 )
 
 // capabilities are the backend EHLO keywords that change what we advertise.
@@ -49,6 +58,12 @@ func newBackend(cfg BackendConfig, hostname string, log *zap.Logger) *backend {
 	}
 	if cfg.TLS == "" {
 		cfg.TLS = TLSNone
+	}
+	if cfg.PoolSize == 0 {
+		cfg.PoolSize = DefaultPoolSize
+	}
+	if cfg.PoolIdle <= 0 {
+		cfg.PoolIdle = DefaultPoolIdle
 	}
 	return &backend{cfg: cfg, hostname: hostname, log: log}
 }
@@ -83,7 +98,7 @@ func (b *backend) get(ctx context.Context) (*backendConn, error) {
 	for len(b.pool) > 0 {
 		bc := b.pool[len(b.pool)-1]
 		b.pool = b.pool[:len(b.pool)-1]
-		if now.Sub(bc.idleAt) < poolIdle {
+		if now.Sub(bc.idleAt) < b.cfg.PoolIdle {
 			b.mu.Unlock()
 			bc.reused = true
 			return bc, nil
@@ -102,12 +117,39 @@ func (b *backend) put(bc *backendConn) {
 	bc.idleAt = time.Now()
 	bc.reused = false
 	b.mu.Lock()
-	if len(b.pool) < poolSize {
+	if len(b.pool) < b.cfg.PoolSize {
 		b.pool = append(b.pool, bc)
 		bc = nil
+		if !b.reaping { // the pool was empty: bc is the oldest
+			b.reaping = true
+			time.AfterFunc(b.cfg.PoolIdle, b.reap)
+		}
 	}
 	b.mu.Unlock()
 	if bc != nil {
+		bc.quit()
+	}
+}
+
+// reap closes the pooled connections idle for PoolIdle or longer, and is
+// scheduled again for when the oldest one left will be: without it, idle
+// connections would hold the backend's connection slots until it timed them
+// out.
+func (b *backend) reap() {
+	now := time.Now()
+	b.mu.Lock()
+	n := 0
+	for n < len(b.pool) && now.Sub(b.pool[n].idleAt) >= b.cfg.PoolIdle {
+		n++
+	}
+	stale := slices.Clone(b.pool[:n])
+	b.pool = slices.Delete(b.pool, 0, n)
+	b.reaping = len(b.pool) > 0
+	if b.reaping {
+		time.AfterFunc(b.pool[0].idleAt.Add(b.cfg.PoolIdle).Sub(now), b.reap)
+	}
+	b.mu.Unlock()
+	for _, bc := range stale {
 		bc.quit()
 	}
 }

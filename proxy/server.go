@@ -67,6 +67,15 @@ type BackendConfig struct {
 	// Timeout bounds the connection and each command; DATA is bounded by
 	// Timeout per write and per reply.
 	Timeout time.Duration
+	// PoolSize bounds the idle connections kept for reuse by later
+	// sessions: 0 means DefaultPoolSize, a negative value no reuse (a new
+	// connection, greeting and EHLO for every session that sends mail; a
+	// session still keeps its own connection from one transaction to the
+	// next).
+	PoolSize int
+	// PoolIdle is how long an idle connection is kept; 0 means
+	// DefaultPoolIdle.
+	PoolIdle time.Duration
 }
 
 // Limits bound what one client may use. Zero fields take the defaults from

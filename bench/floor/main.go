@@ -262,7 +262,7 @@ func (f *floor) get() (*backendConn, error) {
 func (f *floor) put(bc *backendConn) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.pool) < 32 {
+	if len(f.pool) < 256 { // tlsguard's backend.pool_size default
 		f.pool = append(f.pool, bc)
 		return
 	}

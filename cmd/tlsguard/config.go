@@ -71,6 +71,8 @@ type BackendConf struct {
 	TLSServerName string        `yaml:"tls_server_name"`
 	TLSCAFile     string        `yaml:"tls_ca_file"`
 	TLSSkipVerify bool          `yaml:"tls_skip_verify"`
+	PoolSize      *int          `yaml:"pool_size"`
+	PoolIdle      time.Duration `yaml:"pool_idle"`
 }
 
 // AuthConf is the auth section: where credentials are checked.
@@ -216,6 +218,17 @@ func (c *Config) validate() yamlx.Errors {
 	}
 	if b.Timeout == 0 {
 		b.Timeout = 30 * time.Second
+	}
+	if b.PoolSize != nil && *b.PoolSize < 0 {
+		add(b.Pos, "pool_size", "must not be negative (0: no reuse of backend connections across sessions)")
+	}
+	switch {
+	case b.PoolIdle < 0:
+		add(b.Pos, "pool_idle", "must not be negative")
+	case b.PoolIdle >= 5*time.Minute:
+		add(b.Pos, "pool_idle", "must be under 5m: a server may drop a connection idle for 5 minutes (RFC 5321 4.5.3.2.7)")
+	case b.PoolIdle == 0:
+		b.PoolIdle = proxy.DefaultPoolIdle
 	}
 	if c.Auth.UsersFile != "" && c.Auth.Backend {
 		add(c.Auth.Pos, "backend", "choose one: users_file or backend: true")

@@ -253,7 +253,15 @@ func (h htpasswdAuth) Authenticate(_ context.Context, user, password string) (bo
 // backendConfig builds the backend leg, with its TLS settings.
 func (a *app) backendConfig() (proxy.BackendConfig, error) {
 	b := a.cfg.Backend
-	out := proxy.BackendConfig{Address: b.Address, TLS: proxy.TLSMode(b.TLS), Timeout: b.Timeout}
+	out := proxy.BackendConfig{Address: b.Address, TLS: proxy.TLSMode(b.TLS), Timeout: b.Timeout, PoolIdle: b.PoolIdle}
+	switch {
+	case b.PoolSize == nil:
+		out.PoolSize = proxy.DefaultPoolSize
+	case *b.PoolSize == 0:
+		out.PoolSize = -1 // no reuse
+	default:
+		out.PoolSize = *b.PoolSize
+	}
 	if out.TLS == proxy.TLSNone {
 		return out, nil
 	}

@@ -451,9 +451,12 @@ func (c *Client) mailLine(from string, opts *MailOptions) (string, error) {
 	}
 
 	var sb strings.Builder
-	// A high enough power of 2 than 510+14+26+11+9+9+39+500
-	sb.Grow(2048)
-	fmt.Fprintf(&sb, "MAIL FROM:<%s>", from)
+	// The address and room for the usual parameters; rare long ones
+	// (ENVID, AUTH) grow the builder.
+	sb.Grow(len("MAIL FROM:<>") + len(from) + 64)
+	sb.WriteString("MAIL FROM:<")
+	sb.WriteString(from)
+	sb.WriteString(">")
 	if _, ok := c.ext["8BITMIME"]; ok {
 		sb.WriteString(" BODY=8BITMIME")
 	}
@@ -526,9 +529,11 @@ func (c *Client) rcptLine(to string, opts *RcptOptions) (string, error) {
 	}
 
 	var sb strings.Builder
-	// A high enough power of 2 than 510+29+501
-	sb.Grow(2048)
-	fmt.Fprintf(&sb, "RCPT TO:<%s>", to)
+	// The address and room for NOTIFY; a long ORCPT grows the builder.
+	sb.Grow(len("RCPT TO:<>") + len(to) + 48)
+	sb.WriteString("RCPT TO:<")
+	sb.WriteString(to)
+	sb.WriteString(">")
 	if _, ok := c.ext["DSN"]; ok && opts != nil {
 		if len(opts.Notify) != 0 {
 			sb.WriteString(" NOTIFY=")
