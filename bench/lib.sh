@@ -89,6 +89,16 @@ stop_sink() { stop_pid "$SINK_PID"; SINK_PID=; }
 # Messages the sink has accepted so far (its last "mesg=N" counter).
 sink_msgs() { tr '\r' '\n' < "$RUN/sink.out" | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2 | grep . || echo 0; }
 
+# ---- the proxy plug-ins' addresses (proxies/*.sh may define their own) ----
+# proxy_addr MODE: host:port of the proxy under test for MODE = plain |
+# starttls | implicit.
+proxy_addr() {
+  case $1 in
+    plain|starttls) echo "127.0.0.1:$STARTTLS_PORT" ;;
+    implicit)       echo "127.0.0.1:$IMPLICIT_PORT" ;;
+  esac
+}
+
 # ---- self-signed ECDSA P-256 certificate (shared by every TLS proxy) ----
 ensure_cert() {
   [ -s "$RUN/cert.pem" ] && [ -s "$RUN/key.pem" ] && return 0

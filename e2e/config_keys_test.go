@@ -618,32 +618,35 @@ func TestConfigKeyBackendPool(t *testing.T) {
 		c.cmd("QUIT").expect(t, 221)
 		c.expectClosed()
 	}
+	// start runs a Postfix and tlsguard with one more backend key, and
+	// returns how many QUITs Postfix has seen by then.
+	start := func(t *testing.T, key string) (*Postfix, *TLSGuard, int) {
+		pf := startPostfix(t)
+		g := configKeyGuard(t, pf.Addr, "", "  timeout: 30s", "  timeout: 30s\n  "+key)
+		return pf, g, quits(pf)
+	}
 	t.Run("pool_idle", func(t *testing.T) {
 		t.Parallel()
-		pf := startPostfix(t)
-		g := configKeyGuard(t, pf.Addr, "", "  timeout: 30s", "  timeout: 30s\n  pool_idle: 2s")
-		base := quits(pf)
+		pf, g, base := start(t, "pool_idle: 2s")
+		before := time.Now() // the connection goes idle after this
 		send(t, g, "pooled")
-		done := time.Now()
 		pf.WaitMessages(t, alice, 1)
-		time.Sleep(time.Until(done.Add(time.Second)))
+		time.Sleep(time.Until(before.Add(time.Second)))
 		if n := quits(pf); n != base {
-			t.Fatalf("the backend connection was closed within 1 s of the session's end (%d QUITs, %d before): not pooled", n, base)
+			t.Fatalf("the backend connection was closed within 1 s of the session (%d QUITs, %d before): not pooled", n, base)
 		}
 		waitUntil(t, "the idle backend connection closed with QUIT", 10*time.Second, func() bool { return quits(pf) == base+1 })
-		if d := time.Since(done); d < 2*time.Second {
-			t.Errorf("the pooled connection was closed %v after the session, before pool_idle (2s)", d)
+		if d := time.Since(before); d < 2*time.Second {
+			t.Errorf("the pooled connection was closed %v after the session began, before pool_idle (2s)", d)
 		}
 	})
 	t.Run("pool_size 0", func(t *testing.T) {
 		t.Parallel()
-		pf := startPostfix(t)
-		g := configKeyGuard(t, pf.Addr, "", "  timeout: 30s", "  timeout: 30s\n  pool_size: 0")
-		base := quits(pf)
-		send(t, g, "unpooled 1")
-		waitUntil(t, "the first session's backend connection closed with QUIT", 10*time.Second, func() bool { return quits(pf) == base+1 })
-		send(t, g, "unpooled 2")
-		waitUntil(t, "the second session's backend connection closed with QUIT", 10*time.Second, func() bool { return quits(pf) == base+2 })
+		pf, g, base := start(t, "pool_size: 0")
+		for i := 1; i <= 2; i++ {
+			send(t, g, fmt.Sprintf("unpooled %d", i))
+			waitUntil(t, fmt.Sprintf("session %d's backend connection closed with QUIT", i), 10*time.Second, func() bool { return quits(pf) == base+i })
+		}
 		pf.WaitMessages(t, alice, 2)
 	})
 }

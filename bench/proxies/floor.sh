@@ -8,13 +8,6 @@
 # Set on every sourcing: run.sh sources each scenario's plug-in in one shell.
 FLOOR_NO_BACKEND=
 
-proxy_addr() {
-  case $1 in
-    plain|starttls) echo "127.0.0.1:$STARTTLS_PORT" ;;
-    implicit)       echo "127.0.0.1:$IMPLICIT_PORT" ;;
-  esac
-}
-
 proxy_start() {
   ensure_cert
   (cd "$ROOT" && go build -o "$RUN/floor" ./bench/floor) || return 1

@@ -5,15 +5,10 @@
 #                    process tree), in front of smtp-sink at SINK_PORT;
 #                    return once its ports listen
 #   proxy_stop       stop it by PID
-#   proxy_addr MODE  host:port for MODE = plain | starttls | implicit
+#   proxy_addr MODE  host:port for MODE = plain | starttls | implicit; lib.sh
+#                    has the one every plug-in here uses (STARTTLS_PORT for
+#                    plain and starttls, IMPLICIT_PORT for implicit)
 # Knob: NGINX_WORKERS (default auto = one worker per core).
-
-proxy_addr() {
-  case $1 in
-    plain|starttls) echo "127.0.0.1:$STARTTLS_PORT" ;;
-    implicit)       echo "127.0.0.1:$IMPLICIT_PORT" ;;
-  esac
-}
 
 proxy_start() {
   ensure_cert

@@ -15,13 +15,6 @@ TLSGUARD_BIN=$RUN/tlsguard
 TLSGUARD_VARIANT_ENV=
 TLSGUARD_VARIANT_LEVEL=
 
-proxy_addr() {
-  case $1 in
-    plain|starttls) echo "127.0.0.1:$STARTTLS_PORT" ;;
-    implicit)       echo "127.0.0.1:$IMPLICIT_PORT" ;;
-  esac
-}
-
 proxy_start() {
   ensure_cert
   # example.test is local, so the unauthenticated load is accepted like
