@@ -513,7 +513,8 @@ func fmtString(v any) string {
 // "bad credentials: 535 5.7.8", for the SASL layer: a PLAIN payload that
 // decodes but is not authzid NUL user NUL password is refused permanently
 // (RFC 4954 4: 501 5.5.2, or 535 5.7.8), and the reply never carries the
-// SASL library's own error text. (An internal error that reaches
+// SASL library's own error text; a response that is not base64 gets 501
+// 5.5.2. (An internal error that reaches
 // session.reply, the 451 4.3.0 boundary, cannot be caused from outside:
 // every error path of the real binary already yields an *smtp.SMTPError.)
 func TestContractMalformedSASLRepliesSafely(t *testing.T) {
@@ -533,5 +534,14 @@ func TestContractMalformedSASLRepliesSafely(t *testing.T) {
 			t.Errorf("malformed PLAIN (%s) got %q; want 501 5.5.2 or 535 5.7.8 without the SASL library's text", name, r.raw)
 		}
 	}
+	// A response that is not base64 at all, as the initial response and
+	// as the answer to a challenge: RFC 4954 4 says 501 5.5.2, not the
+	// temporary 454 4.7.0 that upstream go-smtp sends (go-smtp patch 9).
+	c.cmd("AUTH PLAIN !!!notbase64!!!").expectPrefix(t, "501 5.5.2 ")
+	c.cmd("AUTH PLAIN").expect(t, 334)
+	c.cmd("%%%").expectPrefix(t, "501 5.5.2 ")
+	c.cmd("AUTH LOGIN").expect(t, 334)
+	c.cmd(b64(aliceUser)).expect(t, 334)
+	c.cmd("not base64!").expectPrefix(t, "501 5.5.2 ")
 	c.authPlain("", aliceUser, alicePass).expectPrefix(t, "235 ")
 }

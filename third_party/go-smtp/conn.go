@@ -865,7 +865,9 @@ func (c *Conn) handleAuth(arg string) {
 		var err error
 		ir, err = decodeSASLResponse(parts[1])
 		if err != nil {
-			c.writeResponse(454, EnhancedCode{4, 7, 0}, "Invalid base64 data")
+			// RFC 4954 4: a response the server cannot BASE64 decode MUST
+			// be rejected with 501 (5.5.2); it is not a temporary failure.
+			c.writeResponse(501, EnhancedCode{5, 5, 2}, "Cannot Base64-decode client response")
 			return
 		}
 	}
@@ -907,7 +909,7 @@ func (c *Conn) handleAuth(arg string) {
 
 		response, err = decodeSASLResponse(encoded)
 		if err != nil {
-			c.writeResponse(454, EnhancedCode{4, 7, 0}, "Invalid base64 data")
+			c.writeResponse(501, EnhancedCode{5, 5, 2}, "Cannot Base64-decode client response")
 			return
 		}
 	}
