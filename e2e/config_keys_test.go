@@ -395,12 +395,22 @@ func opensslClient(t testing.TB, g *TLSGuard, addr string, starttls bool, args .
 // the replies fills the socket buffers, so tlsguard's write blocks; the
 // write times out and tlsguard hangs up, while a well-behaved client is
 // served meanwhile. (command_timeout stays at its default, 5 minutes, so it
-// cannot be what ends the session.)
+// cannot be what ends the session.) Over plaintext (the mx listener) and
+// over implicit TLS, where the blocked write is crypto/tls's.
 func TestConfigKeyWriteTimeout(t *testing.T) {
 	t.Parallel()
+	t.Run("plaintext", func(t *testing.T) { t.Parallel(); testWriteTimeout(t, false) })
+	t.Run("implicit TLS", func(t *testing.T) { t.Parallel(); testWriteTimeout(t, true) })
+}
+
+func testWriteTimeout(t *testing.T, implicitTLS bool) {
 	pf := startPostfix(t)
 	const writeTimeout = 5 * time.Second
 	g := startTLSGuard(t, pf, withConfig(fmt.Sprintf("limits:\n  write_timeout: %v\n", writeTimeout)))
+	addr := g.MX
+	if implicitTLS {
+		addr = g.Submissions
+	}
 
 	// A small receive buffer, so that little is needed to fill it.
 	d := net.Dialer{Timeout: ioTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
@@ -411,11 +421,19 @@ func TestConfigKeyWriteTimeout(t *testing.T) {
 		}
 		return serr
 	}}
-	flood, err := d.Dial("tcp", g.MX)
+	flood, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { flood.Close() })
+	if implicitTLS {
+		tc := tls.Client(flood, g.PKI.clientTLS())
+		tc.SetDeadline(time.Now().Add(ioTimeout))
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		flood = tc
+	}
 	br := bufio.NewReader(flood)
 	flood.SetReadDeadline(time.Now().Add(ioTimeout))
 	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "220") {
@@ -453,7 +471,12 @@ func TestConfigKeyWriteTimeout(t *testing.T) {
 
 	// Meanwhile another client is served, while the stalled session is
 	// still open (it has at least write_timeout to go).
-	c := dialSMTP(t, g.MX)
+	var c *smtpConn
+	if implicitTLS {
+		c = dialImplicitTLS(t, addr, g.PKI.clientTLS())
+	} else {
+		c = dialSMTP(t, addr)
+	}
 	c.ehlo("good.example.net")
 	tryTransaction(t, c, carol, alice, "Subject: while another client stalls\r\n\r\nbody\r\n").expect(t, 250)
 	if strings.Contains(g.Log(), `"helo":"flood.example.net"`) {
