@@ -622,11 +622,14 @@ func waitConsoleLine(t testing.TB, g *TLSGuard, msg, want string) map[string]any
 	}
 }
 
-// backend.pool_idle and backend.pool_size, seen from a real Postfix. With
-// pool_idle 2s, the backend connection of a finished session stays open
-// (pooled) and tlsguard closes it with QUIT once it has been idle for 2 s,
-// without any further client activity. With pool_size 0, every session's
-// backend connection is closed with QUIT as the session ends.
+// backend.pool_idle and backend.pool_size, seen from a real Postfix and in
+// the metrics. With pool_idle 2s, the backend connection of a finished
+// session stays open (pooled; backend_connections_idle 1) and tlsguard
+// closes it with QUIT once it has been idle for 2 s, without any further
+// client activity (idle 0). With pool_size 0, every session's backend
+// connection is closed with QUIT as the session ends, nothing is kept idle,
+// and each session opens its own (backend_connections_opened_total counts
+// the start-up probe and one per session).
 func TestConfigKeyBackendPool(t *testing.T) {
 	t.Parallel()
 	// Postfix logs "disconnect from" when an smtpd session ends, with
@@ -641,19 +644,29 @@ func TestConfigKeyBackendPool(t *testing.T) {
 		c.cmd("QUIT").expect(t, 221)
 		c.expectClosed()
 	}
-	// start runs a Postfix and tlsguard with one more backend key, and
-	// returns how many QUITs Postfix has seen by then.
-	start := func(t *testing.T, key string) (*Postfix, *TLSGuard, int) {
+	// start runs a Postfix and tlsguard with one more backend key and the
+	// admin endpoint; it returns how many QUITs Postfix has seen by then,
+	// and a reader of one metric.
+	start := func(t *testing.T, key string) (*Postfix, *TLSGuard, int, func(string) float64) {
 		pf := startPostfix(t)
-		g := configKeyGuard(t, pf.Addr, "", "  timeout: 30s", "  timeout: 30s\n  "+key)
-		return pf, g, quits(pf)
+		admin := loopbackAddr(t)
+		g := configKeyGuard(t, pf.Addr, fmt.Sprintf("admin:\n  address: %q\n", admin), "  timeout: 30s", "  timeout: 30s\n  "+key)
+		metric := func(name string) float64 {
+			_, body := httpGet(t, "http://"+admin+"/metrics")
+			return metricValue(body, name)
+		}
+		return pf, g, quits(pf), metric
 	}
+	const opened, idle = "tlsguard_backend_connections_opened_total", "tlsguard_backend_connections_idle"
 	t.Run("pool_idle", func(t *testing.T) {
 		t.Parallel()
-		pf, g, base := start(t, "pool_idle: 2s")
+		pf, g, base, metric := start(t, "pool_idle: 2s")
 		before := time.Now() // the connection goes idle after this
 		send(t, g, "pooled")
 		pf.WaitMessages(t, alice, 1)
+		if n := metric(idle); n != 1 {
+			t.Errorf("%s = %v after the session, want 1", idle, n)
+		}
 		time.Sleep(time.Until(before.Add(time.Second)))
 		if n := quits(pf); n != base {
 			t.Fatalf("the backend connection was closed within 1 s of the session (%d QUITs, %d before): not pooled", n, base)
@@ -662,15 +675,27 @@ func TestConfigKeyBackendPool(t *testing.T) {
 		if d := time.Since(before); d < 2*time.Second {
 			t.Errorf("the pooled connection was closed %v after the session began, before pool_idle (2s)", d)
 		}
+		if n := metric(idle); n != 0 {
+			t.Errorf("%s = %v after pool_idle, want 0", idle, n)
+		}
+		if n := metric(opened); n != 2 {
+			t.Errorf("%s = %v, want 2 (start-up probe and the session)", opened, n)
+		}
 	})
 	t.Run("pool_size 0", func(t *testing.T) {
 		t.Parallel()
-		pf, g, base := start(t, "pool_size: 0")
+		pf, g, base, metric := start(t, "pool_size: 0")
 		for i := 1; i <= 2; i++ {
 			send(t, g, fmt.Sprintf("unpooled %d", i))
 			waitUntil(t, fmt.Sprintf("session %d's backend connection closed with QUIT", i), 10*time.Second, func() bool { return quits(pf) == base+i })
+			if n := metric(idle); n != 0 {
+				t.Errorf("%s = %v with pool_size 0, want 0", idle, n)
+			}
 		}
 		pf.WaitMessages(t, alice, 2)
+		if n := metric(opened); n != 3 {
+			t.Errorf("%s = %v, want 3 (start-up probe and one per session)", opened, n)
+		}
 	})
 }
 

@@ -18,7 +18,7 @@ var _ Authenticator = (*BackendAuthenticator)(nil)
 
 // NewBackendAuthenticator checks credentials against the backend in cfg.
 func NewBackendAuthenticator(cfg BackendConfig, hostname string) *BackendAuthenticator {
-	return &BackendAuthenticator{b: newBackend(cfg, hostname, nopLogger)}
+	return &BackendAuthenticator{b: newBackend(cfg, hostname, nopLogger, nil)}
 }
 
 // Authenticate implements Authenticator: 235 is yes, a 535 (or any 5xx) is

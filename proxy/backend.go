@@ -22,6 +22,7 @@ type backend struct {
 	cfg      BackendConfig
 	hostname string
 	log      *zap.Logger
+	metrics  *Metrics // nil: not counted (the auth.backend checker)
 
 	mu      sync.Mutex
 	caps    capabilities
@@ -52,7 +53,7 @@ type capabilities struct {
 	size       int64 // 0: no limit announced
 }
 
-func newBackend(cfg BackendConfig, hostname string, log *zap.Logger) *backend {
+func newBackend(cfg BackendConfig, hostname string, log *zap.Logger, m *Metrics) *backend {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
@@ -65,7 +66,7 @@ func newBackend(cfg BackendConfig, hostname string, log *zap.Logger) *backend {
 	if cfg.PoolIdle <= 0 {
 		cfg.PoolIdle = DefaultPoolIdle
 	}
-	return &backend{cfg: cfg, hostname: hostname, log: log}
+	return &backend{cfg: cfg, hostname: hostname, log: log, metrics: m}
 }
 
 func (b *backend) capabilities() capabilities {
@@ -98,6 +99,7 @@ func (b *backend) get(ctx context.Context) (*backendConn, error) {
 	for len(b.pool) > 0 {
 		bc := b.pool[len(b.pool)-1]
 		b.pool = b.pool[:len(b.pool)-1]
+		b.countIdle()
 		if now.Sub(bc.idleAt) < b.cfg.PoolIdle {
 			b.mu.Unlock()
 			bc.reused = true
@@ -119,6 +121,7 @@ func (b *backend) put(bc *backendConn) {
 	b.mu.Lock()
 	if len(b.pool) < b.cfg.PoolSize {
 		b.pool = append(b.pool, bc)
+		b.countIdle()
 		bc = nil
 		if !b.reaping { // the pool was empty: bc is the oldest
 			b.reaping = true
@@ -144,6 +147,7 @@ func (b *backend) reap() {
 	}
 	stale := slices.Clone(b.pool[:n])
 	b.pool = slices.Delete(b.pool, 0, n)
+	b.countIdle()
 	b.reaping = len(b.pool) > 0
 	if b.reaping {
 		time.AfterFunc(b.pool[0].idleAt.Add(b.cfg.PoolIdle).Sub(now), b.reap)
@@ -154,11 +158,19 @@ func (b *backend) reap() {
 	}
 }
 
+// countIdle updates the idle-connections gauge; b.mu is held.
+func (b *backend) countIdle() {
+	if b.metrics != nil {
+		b.metrics.backendIdle.Set(float64(len(b.pool)))
+	}
+}
+
 // drain closes every pooled connection.
 func (b *backend) drain() {
 	b.mu.Lock()
 	pool := b.pool
 	b.pool = nil
+	b.countIdle()
 	b.mu.Unlock()
 	for _, bc := range pool {
 		bc.quit()
@@ -215,6 +227,9 @@ func (b *backend) dial(ctx context.Context) (*backendConn, error) {
 		return nil, fmt.Errorf("backend %s: EHLO: %w", b.cfg.Address, err)
 	}
 	b.record(c)
+	if b.metrics != nil {
+		b.metrics.backendOpened.Inc()
+	}
 	return &backendConn{c: c}, nil
 }
 

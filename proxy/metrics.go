@@ -24,6 +24,8 @@ type Metrics struct {
 	relayDenied     *prometheus.CounterVec
 	backendErrors   *prometheus.CounterVec
 	backendReplies  *prometheus.CounterVec
+	backendOpened   prometheus.Counter
+	backendIdle     prometheus.Gauge
 	messages        *prometheus.CounterVec
 	messageBytes    *prometheus.CounterVec
 	deliveryLatency *prometheus.HistogramVec
@@ -57,6 +59,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Backend connection failures by stage (connect, mail, rcpt, data)."}, []string{"stage"}),
 		backendReplies: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_replies_total",
 			Help: "Replies from the backend by stage (mail, rcpt, data) and SMTP code."}, []string{"stage", "code"}),
+		backendOpened: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "backend_connections_opened_total",
+			Help: "Connections opened to the backend (greeted and EHLO said): the start-up probe, and every transaction that found no idle connection to reuse."}),
+		backendIdle: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "backend_connections_idle",
+			Help: "Idle backend connections kept for reuse now (at most backend.pool_size, each for at most backend.pool_idle)."}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_total",
 			Help: "Messages at the end of DATA by result (delivered, rejected, failed)."}, []string{"listener", "result"}),
 		messageBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "message_bytes_total",
@@ -66,7 +72,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"listener"}),
 	}
 	reg.MustRegister(m.sessionsOpen, m.sessionsTotal, m.refused, m.handshakes, m.startTLS, m.auth, m.decisions,
-		m.relayDenied, m.backendErrors, m.backendReplies, m.messages, m.messageBytes, m.deliveryLatency)
+		m.relayDenied, m.backendErrors, m.backendReplies, m.backendOpened, m.backendIdle, m.messages, m.messageBytes, m.deliveryLatency)
 	return m
 }
 

@@ -240,7 +240,7 @@ func New(cfg Config) (*Server, error) {
 	s.throttle = newThrottle(s.limits.AuthMaxFailures, s.limits.AuthFailWindow, 100_000)
 	s.policy.Store(cfg.Policy)
 	s.auth.Store(&authHolder{cfg.Auth})
-	s.backend = newBackend(cfg.Backend, cfg.Hostname, log.Named("backend"))
+	s.backend = newBackend(cfg.Backend, cfg.Hostname, log.Named("backend"), s.metrics)
 	return s, nil
 }
 

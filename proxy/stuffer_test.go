@@ -123,7 +123,7 @@ func TestBackendStartTLSInjection(t *testing.T) {
 		io.WriteString(c, "220 go ahead\r\n250 injected\r\n")
 		r.ReadString('\n')
 	}()
-	b := newBackend(BackendConfig{Address: ln.Addr().String(), TLS: TLSStartTLS, Timeout: 3 * time.Second}, "mx.test", zap.NewNop())
+	b := newBackend(BackendConfig{Address: ln.Addr().String(), TLS: TLSStartTLS, Timeout: 3 * time.Second}, "mx.test", zap.NewNop(), nil)
 	_, err = b.dial(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "plaintext after the 220") {
 		t.Fatalf("dial: %v, want the injection refused", err)
