@@ -232,9 +232,7 @@ func TestContractSMTPUTF8MessageStored(t *testing.T) {
 	c.send("From: René <rené@bücher.example>\r\nTo: <jörg@example.org>\r\nSubject: grüße\r\n\r\nviele grüße\r\n.\r\n")
 	c.read().expect(t, 250)
 	// NUL: the exact code of the README's row.
-	c.cmd("MAIL FROM:<"+carol+">").expect(t, 250)
-	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
-	c.cmd("DATA").expect(t, 354)
+	c.openData(t, carol, alice)
 	c.send("Subject: nul\r\n\r\nbefore\x00after\r\n.\r\n")
 	c.read().expectPrefix(t, "554 5.6.0 ")
 	c.cmd("QUIT").expect(t, 221)

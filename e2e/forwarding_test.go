@@ -45,9 +45,7 @@ func TestEndOfDataFollowsBackend(t *testing.T) {
 	for _, tc := range cases {
 		c := dialSMTP(t, g.MX)
 		c.ehlo("client.example.net")
-		c.cmd("MAIL FROM:<"+tc.sender+">").expect(t, 250)
-		c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
-		c.cmd("DATA").expect(t, 354)
+		c.openData(t, tc.sender, alice)
 		c.send("Subject: refused at the end\r\n\r\nbody\r\n.\r\n")
 		if r := c.read(); r.raw != tc.want+"\r\n" {
 			t.Errorf("end of DATA from %s got %q, want the backend's %q", tc.sender, r.raw, tc.want)
@@ -57,9 +55,7 @@ func TestEndOfDataFollowsBackend(t *testing.T) {
 
 	c := dialSMTP(t, g.MX)
 	c.ehlo("client.example.net")
-	c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
-	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
-	c.cmd("DATA").expect(t, 354)
+	c.openData(t, "someone@foreign.test", alice)
 	c.send("Subject: accepted\r\n\r\nbody\r\n.\r\n")
 	end := c.read().expect(t, 250)
 	c.cmd("QUIT").expect(t, 221)
@@ -148,9 +144,7 @@ func TestBareLineEndingsNeverReachBackend(t *testing.T) {
 
 	c := dialSMTP(t, g.MX)
 	c.ehlo("client.example.net")
-	c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
-	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
-	c.cmd("DATA").expect(t, 354)
+	c.openData(t, "someone@foreign.test", alice)
 	c.send("Subject: bare line endings\r\n\r\none\ntwo\r\nthree\rfour\r\n.\r\n")
 	end := c.read()
 	if end.code != 250 {
@@ -179,9 +173,7 @@ func TestSmugglingPayloadWorksAgainstNaiveBackend(t *testing.T) {
 
 	c := dialSMTP(t, pf.Addr)
 	c.ehlo("client.example.net")
-	c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
-	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
-	c.cmd("DATA").expect(t, 354)
+	c.openData(t, "someone@foreign.test", alice)
 	c.send(smugglingMessage("control", "\n.\r\n"))
 	for i := 0; i < 4; i++ { // end of the first message, MAIL, RCPT, DATA
 		c.read()
@@ -206,9 +198,7 @@ func TestSMTPSmugglingBlocked(t *testing.T) {
 	for name, end := range ends {
 		c := dialSMTP(t, g.MX)
 		c.ehlo("client.example.net")
-		c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
-		c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
-		c.cmd("DATA").expect(t, 354)
+		c.openData(t, "someone@foreign.test", alice)
 		c.send(smugglingMessage(name, end))
 		r := c.read()
 		switch {
@@ -267,9 +257,7 @@ func TestNULInDataRefused(t *testing.T) {
 
 	c := dialSMTP(t, g.MX)
 	c.ehlo("client.example.net")
-	c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
-	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
-	c.cmd("DATA").expect(t, 354)
+	c.openData(t, "someone@foreign.test", alice)
 	c.send("Subject: nul\r\n\r\nbefore\x00after\r\n.\r\n")
 	c.read().expectClass(t, 5)
 	c.cmd("QUIT").expect(t, 221)

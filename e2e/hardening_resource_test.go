@@ -67,9 +67,7 @@ func TestHardeningSlowlorisBeyondTimeout(t *testing.T) {
 		c := dialSMTPFrom(t, src, g.MX)
 		if inData {
 			c.ehlo("slow.example.net")
-			c.cmd("MAIL FROM:<slow@foreign.test>").expect(t, 250)
-			c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
-			c.cmd("DATA").expect(t, 354)
+			c.openData(t, "slow@foreign.test", alice)
 		}
 		wg.Add(1)
 		go func() {
@@ -298,9 +296,7 @@ func TestHardeningOversizedMessage(t *testing.T) {
 	// DATA: 2 MB in 64 KB writes; the reply comes after the end of data.
 	c := dialSMTPFrom(t, "127.0.5.4", g.MX)
 	c.ehlo("big.example.net")
-	c.cmd("MAIL FROM:<big@foreign.test>").expect(t, 250)
-	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
-	c.cmd("DATA").expect(t, 354)
+	c.openData(t, "big@foreign.test", alice)
 	line := strings.Repeat("x", 78) + "\r\n"
 	chunk := strings.Repeat(line, 800)
 	c.send("Subject: big\r\n\r\n")

@@ -219,9 +219,7 @@ func TestHardeningBareCRBeforeEndOfData(t *testing.T) {
 	}{{"normalize", "250 ", normalize}, {"reject", "550 5.5.2 ", reject}} {
 		c := dialSMTP(t, mode.g.MX)
 		c.ehlo("client.example.net")
-		c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
-		c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
-		c.cmd("DATA").expect(t, 354)
+		c.openData(t, "someone@foreign.test", alice)
 		c.send("Subject: bare CR before the end, " + mode.name + "\r\n\r\nbefore\r\r\n.\r\n" +
 			"NOOP\r\nMAIL FROM:<someone@foreign.test>\r\nRSET\r\nQUIT\r\n")
 		got, closed := c.readUntilClosed(ioTimeout)

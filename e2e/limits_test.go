@@ -96,9 +96,7 @@ func TestMessageTooLarge(t *testing.T) {
 		t.Errorf("EHLO advertises %q, want SIZE 4096", line)
 	}
 	c.cmd("MAIL FROM:<someone@foreign.test> SIZE=100000").expectPrefix(t, "552 5.3.4 ")
-	c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
-	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
-	c.cmd("DATA").expect(t, 354)
+	c.openData(t, "someone@foreign.test", alice)
 	c.send("Subject: too large\r\n\r\n" + strings.Repeat(strings.Repeat("x", 78)+"\r\n", 200) + ".\r\n")
 	c.read().expectPrefix(t, "552 5.3.4 ")
 	c.cmd("QUIT").expect(t, 221)
@@ -176,9 +174,7 @@ func TestStalledDataTimesOut(t *testing.T) {
 
 	c := dialSMTP(t, g.MX)
 	c.ehlo("client.example.net")
-	c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
-	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
-	c.cmd("DATA").expect(t, 354)
+	c.openData(t, "someone@foreign.test", alice)
 	c.send("Subject: stalled\r\n\r\nhalf a mess")
 	c.read().expectPrefix(t, "421 4.4.2 ")
 	// The rest of the body arrives late: it must not run as commands. The
@@ -199,9 +195,7 @@ func TestSlowMovingDataIsNotCutOff(t *testing.T) {
 
 	c := dialSMTP(t, g.MX)
 	c.ehlo("client.example.net")
-	c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
-	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
-	c.cmd("DATA").expect(t, 354)
+	c.openData(t, "someone@foreign.test", alice)
 	c.send("Subject: slow\r\n\r\n")
 	for i := 0; i < 8; i++ { // 8 × 400ms: a slow client is the scenario itself
 		time.Sleep(400 * time.Millisecond)

@@ -397,9 +397,7 @@ func TestOpsEarlyTalkerRefused(t *testing.T) {
 
 	c := dialSMTP(t, addr) // reads the greeting first, as RFC 5321 asks
 	c.ehlo("client.test")
-	c.cmd("MAIL FROM:<x@client.test>").expect(t, 250)
-	c.cmd("RCPT TO:<"+bob+">").expect(t, 250)
-	c.cmd("DATA").expect(t, 354)
+	c.openData(t, "x@client.test", bob)
 	c.send("Subject: patient\r\n\r\nhello\r\n.\r\n")
 	c.read().expect(t, 250)
 	c.cmd("QUIT")

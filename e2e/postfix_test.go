@@ -515,9 +515,7 @@ func TestPostfixBackend(t *testing.T) {
 	// The strict backend refuses bare LF: proof that tests would notice it.
 	c = dialSMTP(t, pf.Addr)
 	c.ehlo("client.example.net")
-	c.cmd("MAIL FROM:<someone@foreign.test>").expect(t, 250)
-	c.cmd("RCPT TO:<"+carol+">").expect(t, 250)
-	c.cmd("DATA").expect(t, 354)
+	c.openData(t, "someone@foreign.test", carol)
 	c.send("Subject: bare\r\n\r\nbare\nLF\r\n.\r\n")
 	c.read().expectPrefix(t, "550 5.5.2 ")
 }

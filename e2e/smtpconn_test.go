@@ -77,6 +77,16 @@ func (c *smtpConn) cmd(line string) reply {
 	return c.read()
 }
 
+// openData runs MAIL FROM:<from>, RCPT TO:<to> and DATA, expecting 250, 250
+// and 354: the client may send the message next. For a transaction that may
+// be refused, see tryTransaction.
+func (c *smtpConn) openData(t testing.TB, from, to string) {
+	t.Helper()
+	c.cmd("MAIL FROM:<"+from+">").expect(t, 250)
+	c.cmd("RCPT TO:<"+to+">").expect(t, 250)
+	c.cmd("DATA").expect(t, 354)
+}
+
 // read reads one reply; it fails the test on a timeout or a malformed line.
 func (c *smtpConn) read() reply {
 	c.t.Helper()

@@ -94,9 +94,7 @@ func TestImplicitTLSRawSession(t *testing.T) {
 		t.Errorf("STARTTLS advertised on a connection that is already TLS: %q", ehlo.raw)
 	}
 	c.authPlain("", aliceUser, alicePass).expectPrefix(t, "235 ")
-	c.cmd("MAIL FROM:<"+alice+">").expect(t, 250)
-	c.cmd("RCPT TO:<"+carol+">").expect(t, 250)
-	c.cmd("DATA").expect(t, 354)
+	c.openData(t, alice, carol)
 	c.send("Subject: raw 465\r\n\r\nraw implicit TLS\r\n.\r\n")
 	end := c.read().expect(t, 250)
 	c.cmd("QUIT").expect(t, 221)
