@@ -27,7 +27,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -469,17 +468,7 @@ func auditAuthReady(socket string, timeout time.Duration) error {
 }
 
 func (d *auditDovecot) stop(t testing.TB) {
-	select {
-	case <-d.exited:
-		return
-	default:
-	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(15 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.exited
+	if terminate(d.cmd, d.exited, 15*time.Second) {
 		t.Errorf("dovecot did not exit within 15s of SIGTERM; killed")
 	}
 }

@@ -103,17 +103,7 @@ log:
 
 // Stop sends SIGTERM and waits for the process to exit.
 func (g *certsGuard) Stop(t testing.TB) {
-	select {
-	case <-g.exited:
-		return
-	default:
-	}
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-g.exited:
-	case <-time.After(20 * time.Second):
-		g.cmd.Process.Kill()
-		<-g.exited
+	if terminate(g.cmd, g.exited, 20*time.Second) {
 		t.Errorf("tlsguard did not exit within 20s of SIGTERM; killed")
 	}
 }

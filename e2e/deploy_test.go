@@ -698,17 +698,7 @@ func TestDeployImage(t *testing.T) {
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	stop := func() {
-		select {
-		case <-exited:
-			return
-		default:
-		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(40 * time.Second):
-			cmd.Process.Kill()
-			<-exited
+		if terminate(cmd, exited, 40*time.Second) {
 			t.Error("tlsguard did not exit within 40s of SIGTERM")
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -122,6 +123,23 @@ var (
 // waitGreeting waits until addr answers with a 220 greeting, the process
 // behind it exits (exited closed), or the timeout passes.
 func waitGreeting(addr string, exited <-chan struct{}, timeout time.Duration) error {
+	return pollAddr(addr, exited, timeout, "no 220 greeting", func(c net.Conn) bool {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.Write([]byte("QUIT\r\n"))
+		return err == nil && strings.HasPrefix(line, "220")
+	})
+}
+
+// waitListening waits until addr accepts TCP connections.
+func waitListening(addr string, exited <-chan struct{}, timeout time.Duration) error {
+	return pollAddr(addr, exited, timeout, "not listening", func(net.Conn) bool { return true })
+}
+
+// pollAddr connects to addr every 50 ms until ready says yes on a
+// connection (which it then closes), the process behind addr exits (exited
+// closed), or the timeout passes; what names the failure.
+func pollAddr(addr string, exited <-chan struct{}, timeout time.Duration, what string, ready func(net.Conn) bool) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		select {
@@ -131,38 +149,35 @@ func waitGreeting(addr string, exited <-chan struct{}, timeout time.Duration) er
 		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			line, rerr := bufio.NewReader(c).ReadString('\n')
-			c.Write([]byte("QUIT\r\n"))
+			ok := ready(c)
 			c.Close()
-			if rerr == nil && strings.HasPrefix(line, "220") {
+			if ok {
 				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no 220 greeting on %s within %v (last error: %v)", addr, timeout, err)
+			return fmt.Errorf("%s: %s within %v (last error: %v)", addr, what, timeout, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// waitListening waits until addr accepts TCP connections.
-func waitListening(addr string, exited <-chan struct{}, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		select {
-		case <-exited:
-			return errors.New("process exited before listening")
-		default:
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not listening within %v: %v", addr, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+// terminate sends SIGTERM to cmd unless it has already exited (exited is
+// closed when its Wait returns), waits up to within, and kills it after
+// that. It reports whether it had to kill.
+func terminate(cmd *exec.Cmd, exited <-chan struct{}, within time.Duration) (killed bool) {
+	select {
+	case <-exited:
+		return false
+	default:
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+		return false
+	case <-time.After(within):
+		cmd.Process.Kill()
+		<-exited
+		return true
 	}
 }

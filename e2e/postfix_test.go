@@ -255,19 +255,10 @@ func (p *Postfix) stop() error {
 	}
 	pid := p.master.Process.Pid
 	var err error
-	select {
-	case <-p.exited:
-	default:
-		// SIGTERM makes master exit; its children notice "at their
-		// convenience", and an idle smtpd still holds the listening socket.
-		p.master.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(15 * time.Second):
-			p.master.Process.Kill()
-			<-p.exited
-			err = errors.New("master did not exit on SIGTERM within 15s; killed")
-		}
+	// SIGTERM makes master exit; its children notice "at their
+	// convenience", and an idle smtpd still holds the listening socket.
+	if terminate(p.master, p.exited, 15*time.Second) {
+		err = errors.New("master did not exit on SIGTERM within 15s; killed")
 	}
 	// master is a session leader (setsid): its process group is its
 	// children. Stop them too, so that the port is really closed. (Dead

@@ -217,16 +217,10 @@ func (g *TLSGuard) stop(t testing.TB) {
 		return
 	default:
 	}
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-g.exited:
-		if code := g.cmd.ProcessState.ExitCode(); code != 0 {
-			t.Logf("tlsguard exited with status %d after SIGTERM", code)
-		}
-	case <-time.After(40 * time.Second):
-		g.cmd.Process.Kill()
-		<-g.exited
+	if terminate(g.cmd, g.exited, 40*time.Second) {
 		t.Errorf("tlsguard did not exit within 40s of SIGTERM; killed")
+	} else if code := g.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Logf("tlsguard exited with status %d after SIGTERM", code)
 	}
 }
 
