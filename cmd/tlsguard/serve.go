@@ -254,13 +254,11 @@ func (h htpasswdAuth) Authenticate(_ context.Context, user, password string) (bo
 func (a *app) backendConfig() (proxy.BackendConfig, error) {
 	b := a.cfg.Backend
 	out := proxy.BackendConfig{Address: b.Address, TLS: proxy.TLSMode(b.TLS), Timeout: b.Timeout, PoolIdle: b.PoolIdle}
-	switch {
-	case b.PoolSize == nil:
-		out.PoolSize = proxy.DefaultPoolSize
-	case *b.PoolSize == 0:
-		out.PoolSize = -1 // no reuse
-	default:
+	if b.PoolSize != nil { // unset: 0, the proxy's default
 		out.PoolSize = *b.PoolSize
+		if out.PoolSize == 0 {
+			out.PoolSize = -1 // pool_size: 0 means no reuse
+		}
 	}
 	if out.TLS == proxy.TLSNone {
 		return out, nil
