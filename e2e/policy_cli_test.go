@@ -170,3 +170,20 @@ func containsWords(out, words string) bool {
 	}
 	return false
 }
+
+// `policy check` refuses a policy that serve would refuse to start with: one
+// whose trusted networks let an outside address relay, even though every key
+// in it is valid on its own.
+func TestPolicyCheckRefusesOpenRelay(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	open := filepath.Join(dir, "open.yaml")
+	writeFile(t, open, "local_domains: [example.org]\ntrusted_networks: [\"203.0.0.0/8\"]\n")
+	code, out, errOut := runGuardCmd(t, "policy", "check", open)
+	if code != 1 || strings.Contains(out, ": ok") {
+		t.Fatalf("open relay policy: exit %d, stdout %q", code, out)
+	}
+	if want := open + ": open relay: the policy lets an unauthenticated client at 203.0.113.7"; !strings.Contains(errOut, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, errOut)
+	}
+}

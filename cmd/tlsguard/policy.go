@@ -75,6 +75,16 @@ func policyCheck(args []string, stdout, stderr io.Writer) int {
 			code = 1
 			continue
 		}
+		// The same refusal serve applies at start and on reload, for
+		// every listener a config could give the policy.
+		if err := p.OpenRelayCheck(nil); err != nil {
+			if !p.AllowOpenRelay() {
+				fmt.Fprintf(stderr, "%s: %v\n", file, err)
+				code = 1
+				continue
+			}
+			fmt.Fprintf(stdout, "warning: %s: %v\n", file, err)
+		}
 		fmt.Fprintf(stdout, "%s: ok (%s, %s, %s%s)\n", file, count(len(p.LocalDomains()), "local domain"),
 			count(len(p.TrustedNetworks()), "trusted network"), count(len(p.Rules()), "rule"), builtinNote(p))
 		for _, w := range p.Warnings() {

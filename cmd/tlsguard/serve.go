@@ -213,7 +213,7 @@ func (a *app) loadPolicy() (*policy.Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := openRelayCheck(pol, a.listenerNames()); err != nil {
+	if err := pol.OpenRelayCheck(a.listenerNames()); err != nil {
 		if !pol.AllowOpenRelay() {
 			return nil, fmt.Errorf("%s: %w", a.cfg.Policy, err)
 		}

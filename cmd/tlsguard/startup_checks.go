@@ -4,43 +4,12 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
 	"net/netip"
 	"os"
 	"strings"
 
 	"go.uber.org/zap"
-
-	"github.com/tlsguard/tlsguard/policy"
 )
-
-// Addresses from the documentation ranges (RFC 5737, RFC 3849): never a
-// real client, never in a sane trusted network.
-var (
-	selfTestIPs  = []netip.Addr{netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("2001:db8::7")}
-	selfTestFrom = policy.Address{Local: "selftest", Domain: "tlsguard-selftest.invalid"}
-	selfTestRcpt = policy.Address{Local: "postmaster", Domain: "tlsguard-selftest.invalid"}
-)
-
-// openRelayCheck asks the policy whether an unauthenticated client from an
-// untrusted address may send to a foreign domain, on every listener, with
-// and without TLS. If so the proxy would be an open relay: it returns an
-// error naming the rule that allowed it.
-func openRelayCheck(p *policy.Policy, listeners []string) error {
-	for _, l := range listeners {
-		for _, ip := range selfTestIPs {
-			for _, tls := range []bool{false, true} {
-				s := policy.Session{Listener: l, TLS: tls, ClientIP: ip}
-				d := p.CheckRecipient(s, selfTestFrom, selfTestRcpt)
-				if d.Action == policy.Accept {
-					return fmt.Errorf("open relay: the policy lets an unauthenticated client at %s on listener %s send to any domain (rule %s); "+
-						"fix the policy, or set allow_open_relay: true in it if this is really intended", ip, l, d.Rule)
-				}
-			}
-		}
-	}
-	return nil
-}
 
 // dockerNATWarnings warns about trusted networks that, behind Docker's NAT
 // (or any NAT), contain the address every client appears from: the
