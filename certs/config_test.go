@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/tlsguard/tlsguard/certs"
-	"github.com/tlsguard/tlsguard/policy/yamlx"
+	"github.com/tlsguard/tlsguard/internal/yamlx"
 )
 
 // decode parses a tlsguard.yaml fragment with a tls section, as the config

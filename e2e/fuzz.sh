@@ -19,7 +19,7 @@ FUZZTIME=${FUZZTIME:-15s}
 targets=(
 	"./policy FuzzParseAddress"          # MAIL/RCPT addresses (relay decisions)
 	"./policy FuzzParsePolicy"           # the policy loader
-	"./policy/yamlx FuzzYAMLXDecode"     # strict YAML decoding (config and policy)
+	"./internal/yamlx FuzzYAMLXDecode"   # strict YAML decoding (config and policy)
 	"./cmd/tlsguard FuzzLoadConfig"      # the config loader
 	"./proxy FuzzNormalizer"             # DATA/BDAT normalisation (SMTP smuggling)
 	"./proxy FuzzSASL"                   # AUTH PLAIN (go-sasl) and LOGIN (ours) through Session.Auth

@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/tlsguard/tlsguard/policy/yamlx"
+	"github.com/tlsguard/tlsguard/internal/yamlx"
 )
 
 // Case is one envelope of a cases file with the decision it should get;

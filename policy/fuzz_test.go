@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/tlsguard/tlsguard/policy"
-	"github.com/tlsguard/tlsguard/policy/yamlx"
+	"github.com/tlsguard/tlsguard/internal/yamlx"
 )
 
 // fuzzPolicy makes every plausible target domain local, so that the

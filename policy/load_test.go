@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/tlsguard/tlsguard/policy"
-	"github.com/tlsguard/tlsguard/policy/yamlx"
+	"github.com/tlsguard/tlsguard/internal/yamlx"
 )
 
 func TestParseValid(t *testing.T) {

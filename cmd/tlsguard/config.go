@@ -13,7 +13,7 @@ import (
 	"github.com/tlsguard/tlsguard/certs"
 	"github.com/tlsguard/tlsguard/logging"
 	"github.com/tlsguard/tlsguard/policy"
-	"github.com/tlsguard/tlsguard/policy/yamlx"
+	"github.com/tlsguard/tlsguard/internal/yamlx"
 	"github.com/tlsguard/tlsguard/proxy"
 )
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsguard/tlsguard/policy/yamlx"
+	"github.com/tlsguard/tlsguard/internal/yamlx"
 )
 
 // FuzzLoadConfig checks loadConfig on any file content:

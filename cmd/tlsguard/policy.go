@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/tlsguard/tlsguard/policy"
-	"github.com/tlsguard/tlsguard/policy/yamlx"
+	"github.com/tlsguard/tlsguard/internal/yamlx"
 )
 
 func init() {

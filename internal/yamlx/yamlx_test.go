@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsguard/tlsguard/policy/yamlx"
+	"github.com/tlsguard/tlsguard/internal/yamlx"
 )
 
 type backend struct {
