@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsguard/tlsguard/policy"
 	"github.com/tlsguard/tlsguard/internal/yamlx"
+	"github.com/tlsguard/tlsguard/policy"
 )
 
 // fuzzPolicy makes every plausible target domain local, so that the

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsguard/tlsguard/policy"
 	"github.com/tlsguard/tlsguard/internal/yamlx"
+	"github.com/tlsguard/tlsguard/policy"
 )
 
 func TestParseValid(t *testing.T) {

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/tlsguard/tlsguard/certs"
+	"github.com/tlsguard/tlsguard/internal/yamlx"
 	"github.com/tlsguard/tlsguard/logging"
 	"github.com/tlsguard/tlsguard/policy"
-	"github.com/tlsguard/tlsguard/internal/yamlx"
 	"github.com/tlsguard/tlsguard/proxy"
 )
 

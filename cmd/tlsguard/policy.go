@@ -9,8 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/tlsguard/tlsguard/policy"
 	"github.com/tlsguard/tlsguard/internal/yamlx"
+	"github.com/tlsguard/tlsguard/policy"
 )
 
 func init() {
