@@ -18,7 +18,7 @@ import (
 )
 
 // Config is tlsguard.yaml. Keys and defaults are documented in the README
-// and in tlsguard.example.yaml.
+// configuration table; tlsguard.yaml in the repository is a commented example.
 type Config struct {
 	Pos             yamlx.Pos
 	Hostname        string         `yaml:"hostname"`
