@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run.sh — tlsguard vs nginx's mail proxy vs direct delivery, side by
-# side, on loopback (issue 6). Run as root from a checkout (it installs what is
+# side, on loopback. Run as root from a checkout (it installs what is
 # missing with apt-get, builds tlsguard and cmd/tlsguard-bench, and starts a
 # fresh smtp-sink and proxy for every measured run, stopped by PID).
 #

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/summarize.sh [RUN_ID|all] — markdown tables of per-scenario medians
 # from results/runs.tsv and results/hold.tsv (default: the latest run), and
-# the issue 6 targets as tlsguard ÷ nginx ratios of those medians.
+# the performance targets as tlsguard ÷ nginx ratios of those medians.
 set -euo pipefail
 cd "$(dirname "$0")"
 source ./lib.sh
@@ -35,7 +35,7 @@ if [ -s "$H" ] && [ -n "$(scen "$H")" ]; then
   done
 fi
 
-# The issue 6 targets, from the medians above.
+# The performance targets (docs/performance.md), from the medians above.
 has() { scen "$1" | grep -qx "$2"; }
 lines=()
 for l in starttls50 implicit50 starttls300 implicit300 perconn10; do

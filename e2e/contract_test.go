@@ -1,6 +1,6 @@
 package e2e
 
-// The behaviour contract (../shared/DESIGN.md, README "What a client sees",
+// The behaviour contract (docs/behaviour.md, README "What a client sees",
 // "Log fields" and the first commands of the README), row by row where the
 // other e2e files left a gap. Each test names the row it checks. What the
 // backend received is read from Postfix itself: with debug_peer_list it logs

@@ -118,9 +118,9 @@ func TestHardeningSMTPSmugglingAllVariants(t *testing.T) {
 	}
 }
 
-// Two flaws of go-smtp v0.25.1's DATA reader (data.go, dataReader.Read),
+// Two flaws of upstream go-smtp's DATA reader (data.go, dataReader.Read),
 // both around a bare CR, are fixed in tlsguard's copy
-// (third_party/go-smtp/PATCHES.md, patch 2):
+// (third_party/go-smtp/PATCHES.md):
 //
 //   - a CR right after a line-start dot was dropped when no LF followed, so
 //     "\r\n.\rX" reached the proxy as "\r\nX": reject mode could not see

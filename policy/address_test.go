@@ -256,7 +256,7 @@ func (r *recorder) last() string {
 	return r.rcpt
 }
 
-// goSMTPUnquote models go-smtp v0.25.1's parseMailbox (parse.go) on a path
+// goSMTPUnquote models go-smtp's parseMailbox (parse.go) on a path
 // without angle brackets: a quoted or dot-string local part, "@", then the
 // domain up to a space, tab or ">". ok is false when go-smtp would refuse
 // the string or leave part of it unread.

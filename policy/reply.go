@@ -62,7 +62,7 @@ func ParseReply(s string) (Reply, error) {
 }
 
 // Replies this package decides. Codes are fixed by the behaviour contract in
-// DESIGN.md; rule replies in a policy file may set their own.
+// docs/behaviour.md; rule replies in a policy file may set their own.
 var (
 	replyRecipientOK  = Reply{250, [3]int{2, 1, 5}, "OK"}
 	replySenderOK     = Reply{250, [3]int{2, 1, 0}, "OK"}

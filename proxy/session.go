@@ -17,7 +17,7 @@ import (
 	"github.com/tlsguard/tlsguard/policy"
 )
 
-// Replies the proxy itself gives (DESIGN.md, the behaviour contract).
+// Replies the proxy itself gives (docs/behaviour.md, the behaviour contract).
 var (
 	errMustStartTLS = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Must issue a STARTTLS command first"}
 	errAuthInvalid  = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}

@@ -1,6 +1,6 @@
 // Command floor is the benchmark's lower bound for an SMTP proxy written in
 // Go with crypto/tls: the least work any such proxy must do for the bench's
-// load, and nothing else. It is an experiment of issue 6, not part of the
+// load, and nothing else. It is an experiment, not part of the
 // product, and it is not safe to run in front of anything real.
 //
 // Per session it answers the greeting, EHLO, STARTTLS (a TLS handshake with

@@ -1,7 +1,7 @@
 # bench/proxies/floor.sh — the lower bound of a Go proxy (bench/floor): TLS
 # handshake, one write per lock-step reply, pooled forwarding to smtp-sink,
 # and nothing else (no parsing, policy, logging, timeouts or limits). An
-# experiment of issue 6, not a product: it shows how much of tlsguard's CPU
+# experiment, not a product: it shows how much of tlsguard's CPU
 # per message any Go + crypto/tls proxy must spend (contract in
 # proxies/nginx.sh). proxies/floor-none.sh is the same without a backend.
 

@@ -1,6 +1,6 @@
 package main
 
-// The smoke test of the benchmark tooling (issue 6), part of the default
+// The smoke test of the benchmark tooling, part of the default
 // test run: it builds tlsguard and the load generator, runs a few messages
 // through tlsguard to Postfix's smtp-sink, and checks that the counts add up
 // (what the client says was accepted == what the sink received). It measures

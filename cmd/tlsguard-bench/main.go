@@ -1,5 +1,5 @@
 // Command tlsguard-bench is the SMTP load generator of tlsguard's benchmark
-// (issue 6; the comparison script is bench/run.sh, documented in
+// (the comparison script is bench/run.sh, documented in
 // bench/README.md).
 //
 // It opens SMTP sessions to -addr, which must be on this machine's loopback

@@ -18,7 +18,7 @@ import (
 )
 
 // Config is tlsguard.yaml. Keys and defaults are documented in the README
-// and in tlsguard.example.yaml.
+// configuration table; tlsguard.yaml in the repository is a commented example.
 type Config struct {
 	Pos             yamlx.Pos
 	Hostname        string         `yaml:"hostname"`
@@ -188,12 +188,12 @@ func (c *Config) validate() yamlx.Errors {
 	}
 	if needTLS {
 		// self_signed is the fallback for when no certificate files are
-		// listed (the core contract's example sets both).
+		// listed, so a config may set both.
 		if len(c.TLS.Certificates) > 0 {
 			c.TLS.SelfSigned = false
 		}
-		// An absent tls: section still names the file (found by
-		// FuzzLoadConfig, testdata/fuzz/FuzzLoadConfig/c23b5f18e52a4fa7).
+		// An absent tls: section still names the file, so its errors say
+		// where to add it (testdata/fuzz/FuzzLoadConfig/c23b5f18e52a4fa7).
 		c.TLS.Pos = c.section(c.TLS.Pos, "tls")
 		if err := c.TLS.Validate(); err != nil {
 			errs = append(errs, asErrors(err, c.Pos, "tls")...)

@@ -67,8 +67,8 @@ func TestDecodeReportsAllErrors(t *testing.T) {
 	}
 }
 
-// An empty list item or section still gets its position (found by
-// FuzzLoadConfig: errors about it had no file and line).
+// An empty list item or section still gets its position, so that errors
+// about it name a file and line.
 func TestEmptySectionHasPosition(t *testing.T) {
 	var c config
 	if err := yamlx.Decode("c.yaml", []byte("hostname: x\nbackends:\n  -\n"), &c); err != nil {
