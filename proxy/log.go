@@ -64,6 +64,10 @@ func (s *Server) logTransaction(ss *session, tx *transaction) {
 		if ss.tls == nil {
 			n -= 3 // no TLS fields without TLS, as before
 		}
+		if len(tx.dsnStrip) > 0 {
+			ce.Write(append(fields[:n:n], zap.Strings("dsn_stripped", tx.dsnStrip))...)
+			return
+		}
 		ce.Write(fields[:n]...)
 	}
 }

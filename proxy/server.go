@@ -176,6 +176,9 @@ type Config struct {
 	Limits Limits
 	// BareLineEndings: normalize (default) or reject.
 	BareLineEndings BareLineEndings
+	// DSN says whose DSN requests reach the backend: DSNAuthenticated
+	// (default), DSNAll or DSNNone.
+	DSN DSNMode
 	// Policy decides relaying. Replace it at run time with SetPolicy.
 	Policy *policy.Policy
 	// Auth checks credentials; nil offers no AUTH anywhere.
@@ -220,6 +223,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.BareLineEndings == "" {
 		cfg.BareLineEndings = BareNormalize
+	}
+	switch cfg.DSN {
+	case "":
+		cfg.DSN = DSNAuthenticated
+	case DSNAuthenticated, DSNAll, DSNNone:
+	default:
+		return nil, fmt.Errorf("proxy: DSN mode %q is not one of authenticated, all, none", cfg.DSN)
 	}
 	for _, l := range cfg.Listeners {
 		if l.TLS != TLSNone && cfg.TLS == nil {
@@ -397,7 +407,10 @@ func (s *Server) smtpServer(lc ListenerConfig) *smtp.Server {
 	}
 	caps := s.backend.capabilities()
 	srv.EnableSMTPUTF8 = caps.smtputf8
-	srv.EnableDSN = caps.dsn
+	// With DSN none, not advertising it makes go-smtp refuse its
+	// parameters (RFC 3461 4: a client sends them only to a server that
+	// offers DSN), rather than accept requests that would be dropped.
+	srv.EnableDSN = caps.dsn && s.cfg.DSN != DSNNone
 	// REQUIRETLS promises TLS on the next hop: only with a TLS backend leg
 	// that itself offers it.
 	srv.EnableREQUIRETLS = s.cfg.Backend.TLS != TLSNone && caps.requiretls

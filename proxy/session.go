@@ -297,6 +297,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if tx.broken {
 		return errTxBroken
 	}
+	opts = s.rcptOptions(tx, opts)
 	if tx.bc == nil {
 		// The first accepted recipient opens the backend transaction: MAIL
 		// and this RCPT, in one write when the backend pipelines.
@@ -592,6 +593,7 @@ type transaction struct {
 	rcpts     []policy.Address
 	rules     []string // the rule that accepted each recipient
 	refused   []refusal
+	dsnStrip  []string // DSN parameters not forwarded (DSNMode), for the log
 	bc        *backendConn
 	broken    bool        // the backend leg failed: nothing more can succeed
 	aborted   atomic.Bool // Reset or Logout cut a running transfer short

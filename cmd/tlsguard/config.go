@@ -31,6 +31,7 @@ type Config struct {
 	Log             logging.Config `yaml:"log"`
 	Limits          LimitsConf     `yaml:"limits"`
 	BareLineEndings string         `yaml:"bare_line_endings"`
+	DSN             string         `yaml:"dsn"`
 	ShutdownGrace   time.Duration  `yaml:"shutdown_grace"`
 	Admin           AdminConf      `yaml:"admin"`
 
@@ -244,6 +245,13 @@ func (c *Config) validate() yamlx.Errors {
 	default:
 		add(c.Pos, "bare_line_endings", "%q is not one of normalize, reject", c.BareLineEndings)
 	}
+	switch proxy.DSNMode(c.DSN) {
+	case "":
+		c.DSN = string(proxy.DSNAuthenticated)
+	case proxy.DSNAuthenticated, proxy.DSNAll, proxy.DSNNone:
+	default:
+		add(c.Pos, "dsn", "%q is not one of authenticated, all, none", c.DSN)
+	}
 	if a := c.Admin.Address; a != "" {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			add(c.Pos, "admin.address", "%q is not host:port", a)
@@ -380,6 +388,7 @@ func (c *Config) keepRestartOnly(running *Config) []string {
 	keep("limits", c.limits() != running.limits(), func() { c.Limits = running.Limits })
 	keep("log", c.Log != running.Log, func() { c.Log = running.Log })
 	keep("bare_line_endings", c.BareLineEndings != running.BareLineEndings, func() { c.BareLineEndings = running.BareLineEndings })
+	keep("dsn", c.DSN != running.DSN, func() { c.DSN = running.DSN })
 	keep("admin", c.Admin != running.Admin, func() { c.Admin = running.Admin })
 	if c.needsTLS() && !running.needsTLS() {
 		// A TLS listener needs the certificates that were never loaded.

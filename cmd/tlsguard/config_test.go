@@ -92,6 +92,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if c.Backend.TLS != "none" || c.Backend.Timeout != 30*time.Second || c.ShutdownGrace != 30*time.Second || c.needsTLS() {
 		t.Errorf("defaults: %+v grace %v", c.Backend, c.ShutdownGrace)
 	}
+	if c.DSN != string(proxy.DSNAuthenticated) {
+		t.Errorf("dsn defaults to %q, want authenticated", c.DSN)
+	}
 }
 
 // Every error names the file, the line and the key.
@@ -111,6 +114,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"hostname", "hostname: mail.example.org\n", "hostname: \"mail example\"\n", `:1: hostname: "mail example" is not a valid host name`},
 		{"both auth sources", "  users_file: users.htpasswd\n", "  users_file: users.htpasswd\n  backend: true\n", `:27: auth.backend: choose one`},
 		{"require_tls without tls", "    tls: starttls\n    require_tls: true\n", "    tls: none\n    require_tls: true\n", `:10: listeners[1].require_tls: cannot be true`},
+		{"bad dsn mode", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ndsn: success\n", `:28: dsn: "success" is not one of authenticated, all, none`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -119,6 +119,7 @@ func serve(cfg *Config, log *zap.Logger) error {
 		Backend:         backend,
 		Limits:          cfg.limits(),
 		BareLineEndings: proxy.BareLineEndings(cfg.BareLineEndings),
+		DSN:             proxy.DSNMode(cfg.DSN),
 		Policy:          pol,
 		Auth:            auth,
 		Logger:          log,
