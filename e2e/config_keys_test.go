@@ -4,9 +4,10 @@ package e2e
 // of their own: backend.tls (starttls, implicit) with its tls_server_name,
 // tls_ca_file and tls_skip_verify; auth.backend; tls.min_version "1.3";
 // limits.write_timeout; limits.auth_fail_window for failures below the
-// limit (a lockout that expires is TestHardeningAuthLockoutExpires); and
-// log.format console. Each test changes the one key it names in the config
-// startTLSGuard would write, and shows its effect on real software.
+// limit (a lockout that expires is TestHardeningAuthLockoutExpires);
+// log.format console; and dsn: none. Each test changes the one key it
+// names in the config startTLSGuard would write, and shows its effect on
+// real software.
 
 import (
 	"bufio"
@@ -706,6 +707,46 @@ func waitUntil(t testing.TB, what string, within time.Duration, cond func() bool
 	for end := time.Now().Add(within); !cond(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatalf("%s: not within %v", what, within)
+		}
+	}
+}
+
+// dsn: none: tlsguard does not advertise DSN although Postfix offers it,
+// so DSN parameters are refused (504 5.5.4), even from a logged-in user,
+// rather than accepted and then dropped; the backend receives none and
+// sends no report. (The default and dsn: all: TestHardeningDSNBackscatter.)
+func TestConfigKeyDSNNone(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t, postfixVerbose...)
+	direct := dialSMTP(t, pf.Addr)
+	if _, ok := direct.ehlo("control.example.net").extension("DSN"); !ok {
+		t.Fatal("control: the backend does not offer DSN; the check below would prove nothing")
+	}
+	direct.cmd("QUIT").expect(t, 221)
+	g := startTLSGuard(t, pf, withConfig("dsn: none\n"))
+
+	c := dialImplicitTLS(t, g.Submissions, g.PKI.clientTLS())
+	if line, ok := c.ehlo("client.example.net").extension("DSN"); ok {
+		t.Errorf("dsn: none advertises %q", line)
+	}
+	c.authPlain("", aliceUser, alicePass).expectPrefix(t, "235 ")
+	c.cmd("MAIL FROM:<"+alice+"> RET=HDRS").expectPrefix(t, "504 5.5.4 ")
+	c.cmd("MAIL FROM:<"+alice+">").expect(t, 250)
+	c.cmd("RCPT TO:<"+bob+"> NOTIFY=SUCCESS").expectPrefix(t, "504 5.5.4 ")
+	c.cmd("RCPT TO:<"+bob+">").expect(t, 250)
+	c.cmd("DATA").expect(t, 354)
+	c.send("Subject: no dsn\r\n\r\nbody\r\n.\r\n")
+	c.read().expect(t, 250)
+	c.cmd("QUIT").expect(t, 221)
+
+	pf.WaitMessages(t, bob, 1)
+	pf.Settle(t)
+	pf.ExpectEmpty(t, alice)
+	for _, l := range postfixReceived(pf) {
+		for _, p := range []string{"RET=", "ENVID=", "NOTIFY=", "ORCPT="} {
+			if strings.Contains(strings.ToUpper(l), p) {
+				t.Errorf("the backend received %s with dsn: none: %q", p, l)
+			}
 		}
 	}
 }

@@ -57,7 +57,9 @@ func waitPostfixReceived(t testing.TB, pf *Postfix, prefix string) string {
 // tlsguard passed it on (go-smtp's client keeps AUTH= for a backend that
 // offers AUTH). DSN parameters, which the backend offered, reach it in
 // canonical form and take effect: Postfix sends the sender the success
-// notification the client asked for, with its ENVID and ORCPT.
+// notification the client asked for, with its ENVID and ORCPT. (With
+// dsn: all: by default an unauthenticated client's NOTIFY=SUCCESS is not
+// forwarded, TestHardeningDSNBackscatter.)
 func TestContractMailParamsSanitisedAtBackend(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -73,7 +75,7 @@ func TestContractMailParamsSanitisedAtBackend(t *testing.T) {
 		t.Fatalf("control: the backend does not offer AUTH; the AUTH= check below would prove nothing")
 	}
 	direct.cmd("QUIT").expect(t, 221)
-	g := startTLSGuard(t, pf)
+	g := startTLSGuard(t, pf, withConfig("dsn: all\n"))
 
 	// Unauthenticated, MX role, inside TLS: AUTH= claims the CEO, the other
 	// parameters are spelled in odd but valid ways.

@@ -6,7 +6,7 @@ import "github.com/emersion/go-smtp"
 // forwarded to the backend. A report goes to the MAIL FROM address, which
 // nothing checks for a client that is not logged in: a forged sender and
 // NOTIFY=SUCCESS make the backend mail a report, carrying the client's
-// headers (or whole message with RET=FULL), to anyone (backscatter).
+// headers, to anyone (backscatter).
 type DSNMode string
 
 // DSN modes.
@@ -28,9 +28,9 @@ const (
 // values that make the backend report less pass: FAILURE and NEVER. SUCCESS
 // would make every accepted message a report to the forged sender, DELAY
 // one per delayed message. When nothing is left, NEVER is forwarded, not
-// an empty NOTIFY: without NOTIFY the backend may report FAILURE and DELAY
-// (RFC 3461 4.1), conditions the client did not ask for; what it asked
-// minus what is refused is no report at all. RET, ENVID and ORCPT pass
+// no NOTIFY, which a backend may read as FAILURE or FAILURE,DELAY (RFC
+// 3461 4.1), conditions the client did not ask for; what it asked minus
+// what is refused is no report at all. RET, ENVID and ORCPT pass
 // unchanged: they only shape the failure reports that remain, which the
 // backend sends for any message it accepted and could not deliver, DSN or
 // not.

@@ -407,9 +407,9 @@ func (s *Server) smtpServer(lc ListenerConfig) *smtp.Server {
 	}
 	caps := s.backend.capabilities()
 	srv.EnableSMTPUTF8 = caps.smtputf8
-	// With DSN none, not advertising it makes go-smtp refuse its
-	// parameters (RFC 3461 4: a client sends them only to a server that
-	// offers DSN), rather than accept requests that would be dropped.
+	// dsn: none does not advertise DSN, so go-smtp refuses its parameters
+	// (a client sends them only to a server that offers DSN) instead of
+	// accepting requests that would then be dropped.
 	srv.EnableDSN = caps.dsn && s.cfg.DSN != DSNNone
 	// REQUIRETLS promises TLS on the next hop: only with a TLS backend leg
 	// that itself offers it.
