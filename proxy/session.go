@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,8 +181,12 @@ func (s *session) authenticate(a Authenticator, mech, identity, user, pass strin
 		}
 		return s.authFailed(log, mech, over, false, "bad user name")
 	}
-	known := th.history.known(user, addr)
-	res, ref := th.reserve(user, addr, known)
+	// Budgets count a name case-insensitively: a backend that ignores case
+	// (Dovecot lowercases by default) would otherwise give every spelling
+	// of a name its own budget.
+	who := strings.ToLower(user)
+	known := th.history.known(who, addr)
+	res, ref := th.reserve(who, addr, known)
 	if ref != nil {
 		return s.authRefused(log, mech, ref)
 	}
@@ -207,7 +212,7 @@ func (s *session) authenticate(a Authenticator, mech, identity, user, pass strin
 		return s.authFailed(log, mech, res.fail(), true, "bad credentials")
 	}
 	res.refund()
-	th.history.remember(user, addr)
+	th.history.remember(who, addr)
 	s.user = user
 	s.conn.summary(func(sum *sessionSummary) { sum.user = user })
 	s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "success").Inc()

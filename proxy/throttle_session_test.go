@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -105,4 +106,27 @@ func TestAuthChecksBoundedConcurrency(t *testing.T) {
 	if a.calls.Load() != 20 {
 		t.Errorf("%d checks for 20 logins", a.calls.Load())
 	}
+}
+
+// The per-user budget counts a name whatever its case: a backend that
+// ignores case must not give each spelling a budget of its own.
+func TestAuthUserBudgetIgnoresCase(t *testing.T) {
+	e := newEnv(t, nil, withLimits(func(l *proxyLimits) {
+		l.AuthMaxFailures = 100
+		l.AuthUserMaxFailures = 3
+	}))
+	c := e.session(t, lSubmissions, true, false)
+	for _, name := range []string{"Bob", "BOB", "bOb"} {
+		c.send("AUTH PLAIN " + plainIR("", name, "guess"))
+		c.expect(535)
+	}
+	calls := e.auth.calls.Load()
+	c.send("AUTH PLAIN " + plainIR("", "bob", "bobpass"))
+	if text := c.expect(454); !strings.HasPrefix(text, "4.7.0 ") {
+		t.Errorf("spent user budget: 454 %s", text)
+	}
+	if e.auth.calls.Load() != calls {
+		t.Error("password checked with the user's budget spent")
+	}
+	c.cmd("NOOP", 250) // the session stays open
 }
