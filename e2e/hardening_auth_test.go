@@ -282,7 +282,7 @@ func TestHardeningAuthzidImpersonation(t *testing.T) {
 }
 
 // The memory of offenders is bounded in time (auth_fail_window) as well as
-// in size (10^5 keys, oldest first: TestThrottleBoundedMemory in proxy): a
+// in size (10^5 keys per budget: TestBudgetBoundedMemory in proxy): a
 // locked-out address and user are let in again once the window has passed,
 // and not before.
 func TestHardeningAuthLockoutExpires(t *testing.T) {
