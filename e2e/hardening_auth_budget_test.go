@@ -226,3 +226,38 @@ func TestConfigKeyAuthRemember(t *testing.T) {
 	r, _, _ = logIn(t, g, "127.0.11.1", bobUser, bobPass)
 	r.expectPrefix(t, "454 4.7.0 ")
 }
+
+// limits.auth_max_concurrent: with one check slot and checks that take a
+// while (bcrypt cost 12), forty logins sent at once cannot all be checked
+// within the 5 s a login may wait for a slot: those left over get
+// 454 4.7.0 (a temporary failure, never a login without a check), and
+// the same clients then log in.
+func TestConfigKeyAuthMaxConcurrent(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	g := startTLSGuard(t, pf, withBcryptCost(12), withConfig("limits:\n  auth_max_concurrent: 1\n"))
+
+	var logins []guess
+	for i := 1; i <= 40; i++ {
+		logins = append(logins, guess{fmt.Sprintf("127.0.12.%d", i), aliceUser, alicePass})
+	}
+	busy := 0
+	for i, r := range authBurst(t, g, logins, nil) {
+		switch {
+		case r.code == 235:
+		case strings.HasPrefix(r.raw, "454 4.7.0 Too many logins in progress"):
+			busy++
+		default:
+			t.Errorf("login %d: %q, want 235 or 454 4.7.0", i, r.raw)
+		}
+	}
+	if busy == 0 {
+		t.Errorf("forty logins at bcrypt cost 12 through one check slot were all checked within the slot wait")
+	}
+	expectLogLine(t, g, "auth refused", `"reason":"no free check slot"`, `"password_checked":false`)
+	// The turned-away clients get in now.
+	for i := 1; i <= 40 && busy > 0; i += 8 {
+		r, _, _ := logIn(t, g, fmt.Sprintf("127.0.12.%d", i), aliceUser, alicePass)
+		r.expect(t, 235)
+	}
+}
