@@ -29,48 +29,61 @@ func dialImplicitTLSFrom(t testing.TB, src, addr string, cfg *tls.Config) *smtpC
 	return c
 }
 
-// Guessing one user's password from many addresses (a botnet): each
-// address fails once, yet the user is locked out after auth_max_failures in
-// all, from any address and even with the right password (421 4.7.0 and a
-// hang-up); another user and the guessing addresses themselves, for other
-// users, are unaffected.
+// Guessing one user's password from many addresses (a botnet), one guess
+// each: after auth_user_max_failures in all, further addresses without good
+// history for bob are turned away with 454 4.7.0 before any check (the
+// session stays open), even with the right password, by PLAIN or LOGIN.
+// bob at the address he logged in from before is checked as usual and gets
+// in; alice, from one of the guessing addresses, is unaffected.
 func TestHardeningAuthBruteForceManyIPs(t *testing.T) {
 	t.Parallel()
 	pf := startPostfix(t)
-	g := startTLSGuard(t, pf, withConfig("limits:\n  auth_max_failures: 3\n  auth_fail_delay: 100ms\n"))
+	g := startTLSGuard(t, pf, withConfig("limits:\n  auth_max_failures: 3\n  auth_user_max_failures: 4\n  auth_fail_delay: 100ms\n"))
 	cfg := g.PKI.clientTLS()
 
-	var last reply
-	for i := 2; i <= 6; i++ {
+	const home = "127.0.1.30"
+	c := dialImplicitTLSFrom(t, home, g.Submissions, cfg)
+	c.ehlo("bob.example.net")
+	c.authPlain("", bobUser, bobPass).expect(t, 235)
+	c.cmd("QUIT").expect(t, 221)
+
+	for i := 2; i <= 7; i++ {
 		src := fmt.Sprintf("127.0.1.%d", i)
 		c := dialImplicitTLSFrom(t, src, g.Submissions, cfg)
 		c.ehlo("guesser.example.net")
-		last = c.authPlain("", bobUser, fmt.Sprintf("guess-%d", i))
-		if last.code == 421 {
-			c.expectClosed()
+		r := c.authPlain("", bobUser, fmt.Sprintf("guess-%d", i))
+		if i <= 5 {
+			r.expectPrefix(t, "535 5.7.8 ")
 			continue
 		}
-		last.expectPrefix(t, "535 5.7.8 ")
+		r.expectPrefix(t, "454 4.7.0 ")
+		c.cmd("NOOP").expect(t, 250)
 	}
-	last.expectPrefix(t, "421 4.7.0 ")
 
 	// The real bob, from a fresh address, with the right password.
-	c := dialImplicitTLSFrom(t, "127.0.1.20", g.Submissions, cfg)
+	c = dialImplicitTLSFrom(t, "127.0.1.20", g.Submissions, cfg)
 	c.ehlo("bob.example.net")
-	c.authPlain("", bobUser, bobPass).expectPrefix(t, "421 4.7.0 ")
-	c.expectClosed()
+	c.authPlain("", bobUser, bobPass).expectPrefix(t, "454 4.7.0 ")
+	c.cmd("MAIL FROM:<"+bob+">").expect(t, 250)
+	expectRelayDenied(t, c.cmd("RCPT TO:<"+carol+">"))
 	// LOGIN is throttled the same way.
 	c = dialImplicitTLSFrom(t, "127.0.1.21", g.Submissions, cfg)
 	c.ehlo("bob.example.net")
-	c.authLogin(bobUser, bobPass).expectPrefix(t, "421 4.7.0 ")
+	c.authLogin(bobUser, bobPass).expectPrefix(t, "454 4.7.0 ")
+
+	// bob at home is let in and delivers.
+	c = dialImplicitTLSFrom(t, home, g.Submissions, cfg)
+	c.ehlo("bob.example.net")
+	c.authLogin(bobUser, bobPass).expect(t, 235)
+	tryTransaction(t, c, bob, carol, "Subject: from home during a brute force\r\n\r\nbody\r\n").expect(t, 250)
 
 	// Alice, from one of the guessing addresses, is not locked out.
 	c = dialImplicitTLSFrom(t, "127.0.1.2", g.Submissions, cfg)
 	c.ehlo("alice.example.net")
 	c.authPlain("", aliceUser, alicePass).expect(t, 235)
 	tryTransaction(t, c, alice, carol, "Subject: during a brute force\r\n\r\nbody\r\n").expect(t, 250)
-	pf.WaitMessages(t, carol, 1)
-	expectLogLine(t, g, "auth refused: user throttled", `"user":"bob"`)
+	pf.WaitMessages(t, carol, 2)
+	expectLogLine(t, g, "auth refused", `"user":"bob"`, `"reason":"user throttled at new addresses"`)
 }
 
 // Guessing many users' passwords from one address: the address is locked
@@ -269,7 +282,7 @@ func TestHardeningAuthzidImpersonation(t *testing.T) {
 }
 
 // The memory of offenders is bounded in time (auth_fail_window) as well as
-// in size (10^5 keys, oldest first: TestThrottleBoundedMemory in proxy): a
+// in size (10^5 keys per budget: TestBudgetBoundedMemory in proxy): a
 // locked-out address and user are let in again once the window has passed,
 // and not before.
 func TestHardeningAuthLockoutExpires(t *testing.T) {

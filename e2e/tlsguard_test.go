@@ -46,6 +46,7 @@ type guardOptions struct {
 	localDomains    []string
 	trustedNetworks []string
 	extraYAML       string
+	bcryptCost      int
 }
 
 type guardOption func(*guardOptions)
@@ -59,6 +60,13 @@ func withTrustedNetworks(cidrs ...string) guardOption {
 // withConfig appends top-level YAML to tlsguard.yaml (e.g. a limits: section).
 func withConfig(yaml string) guardOption {
 	return func(o *guardOptions) { o.extraYAML += yaml }
+}
+
+// withBcryptCost has the users file hashed at cost (htpasswd -C) instead
+// of htpasswd's default 5, so that a check takes as long as on a real
+// server (cost 10: tens of milliseconds).
+func withBcryptCost(cost int) guardOption {
+	return func(o *guardOptions) { o.bcryptCost = cost }
 }
 
 const guardStartTimeout = 30 * time.Second
@@ -88,7 +96,7 @@ func startTLSGuard(t testing.TB, backend *Postfix, opts ...guardOption) *TLSGuar
 		ConfigFile:  filepath.Join(dir, "tlsguard.yaml"),
 		LogFile:     filepath.Join(dir, "tlsguard.log"),
 	}
-	usersFile := writeHtpasswd(t, dir, map[string]string{aliceUser: alicePass, bobUser: bobPass})
+	usersFile := writeHtpasswdCost(t, dir, map[string]string{aliceUser: alicePass, bobUser: bobPass}, o.bcryptCost)
 	policyFile := filepath.Join(dir, "policy.yaml")
 	writeFile(t, policyFile, policyYAML(o.localDomains, o.trustedNetworks))
 	writeFile(t, g.ConfigFile, g.configYAML(backend.Addr, usersFile, policyFile)+o.extraYAML)
@@ -167,11 +175,20 @@ func policyYAML(localDomains, trustedNetworks []string) string {
 // as an admin would.
 func writeHtpasswd(t testing.TB, dir string, users map[string]string) string {
 	t.Helper()
+	return writeHtpasswdCost(t, dir, users, 0)
+}
+
+// writeHtpasswdCost is writeHtpasswd at a bcrypt cost; 0 is htpasswd's default.
+func writeHtpasswdCost(t testing.TB, dir string, users map[string]string, cost int) string {
+	t.Helper()
 	htpasswd := requireTool(t, "htpasswd")
 	path := filepath.Join(dir, "users.htpasswd")
 	create := "-c"
 	for user, pass := range users {
 		args := []string{"-B", "-i"}
+		if cost > 0 {
+			args = append(args, "-C", strconv.Itoa(cost))
+		}
 		if create != "" {
 			args = append(args, create)
 			create = ""

@@ -7,7 +7,6 @@ import (
 	"io"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-smtp"
 )
@@ -159,80 +158,6 @@ func TestNormalizerRejectMode(t *testing.T) {
 	}
 	if errNUL.Code/100 != 5 {
 		t.Errorf("errNUL = %v", errNUL)
-	}
-}
-
-func TestThrottleLimitAndWindow(t *testing.T) {
-	now := time.Unix(1_000_000, 0)
-	th := newThrottle(3, time.Minute, 100)
-	th.now = func() time.Time { return now }
-	if th.blocked("ip:a") {
-		t.Fatal("blocked before any failure")
-	}
-	if th.fail("ip:a") || th.fail("ip:a") {
-		t.Fatal("over the limit too early")
-	}
-	if th.blocked("ip:a") {
-		t.Fatal("blocked after 2 of 3")
-	}
-	if !th.fail("ip:a") || !th.blocked("ip:a") {
-		t.Fatal("not blocked at the limit")
-	}
-	if th.blocked("ip:b") {
-		t.Fatal("another key blocked")
-	}
-	now = now.Add(59 * time.Second)
-	if !th.blocked("ip:a") {
-		t.Fatal("unblocked inside the window")
-	}
-	now = now.Add(2 * time.Second)
-	if th.blocked("ip:a") {
-		t.Fatal("still blocked after the window")
-	}
-	if th.fail("ip:a") {
-		t.Fatal("count not restarted after the window")
-	}
-}
-
-// Memory is bounded however many distinct keys fail.
-func TestThrottleBoundedMemory(t *testing.T) {
-	now := time.Unix(1_000_000, 0)
-	th := newThrottle(3, time.Minute, 100)
-	th.now = func() time.Time { return now }
-	for i := 0; i < 50_000; i++ {
-		th.fail(fmt.Sprintf("user:%d", i))
-		if i%1000 == 0 {
-			now = now.Add(time.Second)
-		}
-		if len(th.entries) > 100 || len(th.order) > 2*100+1 {
-			t.Fatalf("after %d keys: %d entries, %d in order", i+1, len(th.entries), len(th.order))
-		}
-	}
-	// Repeated expiry and re-adding of the same keys stays bounded too.
-	for i := 0; i < 50_000; i++ {
-		th.fail(fmt.Sprintf("ip:%d", i%50))
-		now = now.Add(2 * time.Minute)
-		if len(th.entries) > 100 || len(th.order) > 2*100+1 {
-			t.Fatalf("churn %d: %d entries, %d in order", i, len(th.entries), len(th.order))
-		}
-	}
-	if cap(th.order) > 64*100 {
-		t.Errorf("order backing array grew to %d", cap(th.order))
-	}
-}
-
-// A recent offender is still blocked while the table churns with fewer
-// keys than its capacity.
-func TestThrottleKeepsOffenderUnderCapacity(t *testing.T) {
-	th := newThrottle(3, time.Minute, 1000)
-	for i := 0; i < 3; i++ {
-		th.fail("ip:bad")
-	}
-	for i := 0; i < 500; i++ {
-		th.fail(fmt.Sprintf("user:%d", i))
-	}
-	if !th.blocked("ip:bad") {
-		t.Error("offender forgotten while the table was half full")
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,8 +92,18 @@ type Limits struct {
 	WriteTimeout     time.Duration // time allowed for one write to the client
 	HandshakeTimeout time.Duration // TLS handshake (and the EHLO after STARTTLS)
 	AuthFailDelay    time.Duration // delay before answering a failed AUTH
-	AuthMaxFailures  int           // failures per IP (or user) in AuthFailWindow before 421
+	AuthMaxFailures  int           // failures per address, and per user at an address, in AuthFailWindow before 421
 	AuthFailWindow   time.Duration // how long a failure is remembered
+	// AuthUserMaxFailures bounds the failures against one user from all
+	// addresses without good history for that user, in AuthFailWindow;
+	// past it those addresses get 454 and no check.
+	AuthUserMaxFailures int
+	// AuthRemember is how long an address a user logged in from stays
+	// exempt from AuthUserMaxFailures.
+	AuthRemember time.Duration
+	// AuthMaxConcurrent bounds the password checks running at once; 0 is
+	// 4 per CPU (runtime.GOMAXPROCS).
+	AuthMaxConcurrent int
 }
 
 // DefaultLimits are the limits used for zero fields.
@@ -109,6 +120,9 @@ var DefaultLimits = Limits{
 	AuthFailDelay:    2 * time.Second,
 	AuthMaxFailures:  5,
 	AuthFailWindow:   15 * time.Minute,
+
+	AuthUserMaxFailures: 50,
+	AuthRemember:        30 * 24 * time.Hour,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -137,12 +151,19 @@ func (l Limits) withDefaults() Limits {
 	if l.AuthMaxFailures == 0 {
 		l.AuthMaxFailures = d.AuthMaxFailures
 	}
+	if l.AuthUserMaxFailures == 0 {
+		l.AuthUserMaxFailures = d.AuthUserMaxFailures
+	}
+	if l.AuthMaxConcurrent == 0 {
+		l.AuthMaxConcurrent = 4 * runtime.GOMAXPROCS(0)
+	}
 	l.CommandTimeout = pick(l.CommandTimeout, d.CommandTimeout)
 	l.DataTimeout = pick(l.DataTimeout, d.DataTimeout)
 	l.WriteTimeout = pick(l.WriteTimeout, d.WriteTimeout)
 	l.HandshakeTimeout = pick(l.HandshakeTimeout, d.HandshakeTimeout)
 	l.AuthFailDelay = pick(l.AuthFailDelay, d.AuthFailDelay)
 	l.AuthFailWindow = pick(l.AuthFailWindow, d.AuthFailWindow)
+	l.AuthRemember = pick(l.AuthRemember, d.AuthRemember)
 	return l
 }
 
@@ -198,7 +219,7 @@ type Server struct {
 	auth     atomic.Pointer[authHolder]
 	backend  *backend
 	sessions sessionTable
-	throttle *throttle
+	throttle *authLimits
 	metrics  *Metrics
 	counters *policy.Counters // rate limits; outlive policy reloads
 
@@ -247,7 +268,7 @@ func New(cfg Config) (*Server, error) {
 		s.metrics = NewMetrics(nil)
 	}
 	s.counters = policy.NewCounters(0)
-	s.throttle = newThrottle(s.limits.AuthMaxFailures, s.limits.AuthFailWindow, 100_000)
+	s.throttle = newAuthLimits(s.limits)
 	s.policy.Store(cfg.Policy)
 	s.auth.Store(&authHolder{cfg.Auth})
 	s.backend = newBackend(cfg.Backend, cfg.Hostname, log.Named("backend"), s.metrics)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,8 @@ var (
 	errAuthInvalid  = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
 	errAuthTempFail = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
 	errAuthThrottle = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed authentication attempts, try again later"}
+	errAuthTryLater = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many authentication attempts, try again later"}
+	errAuthBusy     = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many logins in progress, try again later"}
 	errAuthInTx     = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "AUTH not permitted during a mail transaction"}
 	errNullRcpt     = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Recipient address syntax error"}
 	errTxBroken     = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Backend connection lost, please start over"}
@@ -134,14 +137,20 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if s.tx != nil || s.dataTx != nil {
 		return nil, errAuthInTx
 	}
-	if s.srv.throttle.blocked("ip:" + s.conn.ip.String()) {
+	addr := addrKey(s.conn.ip)
+	if s.srv.throttle.addr.blocked(addr) {
 		s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "throttled").Inc()
 		s.conn.closeAfterReply()
 		return nil, errAuthThrottle
 	}
 	check := func(identity, user, pass string) error { return s.authenticate(a, mech, identity, user, pass) }
 	malformed := func() error {
-		return s.authFailed(s.authLog(mech), mech, "ip:"+s.conn.ip.String(), "", "malformed SASL response")
+		log := s.authLog(mech)
+		over, ref := s.srv.throttle.failAddr(addr)
+		if ref != nil {
+			return s.authRefused(log, mech, ref)
+		}
+		return s.authFailed(log, mech, over, false, "malformed SASL response")
 	}
 	switch mech {
 	case sasl.Plain:
@@ -158,51 +167,78 @@ func (s *session) authLog(mech string) *zap.Logger {
 		zap.Stringer("client_ip", s.conn.ip), zap.String("mechanism", mech))
 }
 
-// authenticate checks one set of credentials. It never logs the password.
+// authenticate checks one set of credentials. The attempt is paid for in
+// every budget that applies before anything is checked, and the check runs
+// in one of a bounded number of slots. It never logs the password.
 func (s *session) authenticate(a Authenticator, mech, identity, user, pass string) error {
-	ipKey, userKey := "ip:"+s.conn.ip.String(), "user:"+user
+	th := s.srv.throttle
+	addr := addrKey(s.conn.ip)
 	log := s.authLog(mech).With(zap.String("user", user))
 	if !validUserName(user) {
-		return s.authFailed(log, mech, ipKey, "", "bad user name")
+		over, ref := th.failAddr(addr)
+		if ref != nil {
+			return s.authRefused(log, mech, ref)
+		}
+		return s.authFailed(log, mech, over, false, "bad user name")
 	}
-	if s.srv.throttle.blocked(userKey) {
-		s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "throttled").Inc()
-		log.Warn("auth refused: user throttled")
-		s.conn.closeAfterReply()
-		return errAuthThrottle
+	// Budgets count a name case-insensitively: a backend that ignores case
+	// (Dovecot lowercases by default) would otherwise give every spelling
+	// of a name its own budget.
+	who := strings.ToLower(user)
+	known := th.history.known(who, addr)
+	res, ref := th.reserve(who, addr, known)
+	if ref != nil {
+		return s.authRefused(log, mech, ref)
 	}
 	// RFC 4616: an authorization identity other than the login would let one
 	// user act as another; the legacy backend cannot check it, so refuse it.
 	if identity != "" && identity != user {
-		return s.authFailed(log, mech, ipKey, userKey, "authorization identity differs from login")
+		return s.authFailed(log, mech, res.fail(), false, "authorization identity differs from login")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.Backend.Timeout+5*time.Second)
-	defer cancel()
-	ok, err := a.Authenticate(ctx, user, pass)
+	ok, err := s.check(a, user, pass, known)
+	if err == errAuthBusy {
+		res.refund()
+		s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "busy").Inc()
+		log.Warn("auth refused", zap.String("reason", "no free check slot"), zap.Bool("password_checked", false))
+		return errAuthBusy
+	}
 	if err != nil {
+		res.refund()
 		s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "error").Inc()
 		log.Error("auth check failed", zap.Error(err))
 		return errAuthTempFail
 	}
 	if !ok {
-		return s.authFailed(log, mech, ipKey, userKey, "bad credentials")
+		return s.authFailed(log, mech, res.fail(), true, "bad credentials")
 	}
+	res.refund()
+	th.history.remember(who, addr)
 	s.user = user
 	s.conn.summary(func(sum *sessionSummary) { sum.user = user })
 	s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "success").Inc()
-	log.Info("auth succeeded")
+	log.Info("auth succeeded", zap.Bool("password_checked", true), zap.Bool("known_address", known))
 	return nil
 }
 
-// authFailed counts a failure, waits, and refuses; past the limit it ends the
-// connection with 421.
-func (s *session) authFailed(log *zap.Logger, mech, ipKey, userKey, why string) error {
-	over := s.srv.throttle.fail(ipKey)
-	if userKey != "" && s.srv.throttle.fail(userKey) {
-		over = true
+// check runs the authenticator in a check slot; errAuthBusy means no slot
+// came free in time.
+func (s *session) check(a Authenticator, user, pass string, known bool) (bool, error) {
+	release, ok := s.srv.throttle.slots.acquire(known)
+	if !ok {
+		return false, errAuthBusy
 	}
+	defer release()
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.Backend.Timeout+5*time.Second)
+	defer cancel()
+	return a.Authenticate(ctx, user, pass)
+}
+
+// authFailed refuses an attempt counted as a failure, after the delay; when
+// the address, or the user at it, has reached its limit it ends the
+// connection with 421. checked says whether a password was checked.
+func (s *session) authFailed(log *zap.Logger, mech string, over, checked bool, why string) error {
 	s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "failure").Inc()
-	log.Warn("auth failed", zap.String("reason", why), zap.Bool("throttled", over))
+	log.Warn("auth failed", zap.String("reason", why), zap.Bool("password_checked", checked), zap.Bool("throttled", over))
 	// The delay slows guessing down; it holds only this session's goroutine.
 	time.Sleep(s.srv.limits.AuthFailDelay)
 	if over {
@@ -210,6 +246,20 @@ func (s *session) authFailed(log *zap.Logger, mech, ipKey, userKey, why string) 
 		return errAuthThrottle
 	}
 	return errAuthInvalid
+}
+
+// authRefused answers an attempt refused before any check: 421 and a
+// hang-up when this address (or this user at it) is spent, else 454 after
+// the failure delay, which keeps a client retrying in a loop slow.
+func (s *session) authRefused(log *zap.Logger, mech string, ref *authRefusal) error {
+	s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "throttled").Inc()
+	log.Warn("auth refused", zap.String("reason", ref.why), zap.Bool("password_checked", false))
+	if ref.hangUp {
+		s.conn.closeAfterReply()
+		return errAuthThrottle
+	}
+	time.Sleep(s.srv.limits.AuthFailDelay)
+	return errAuthTryLater
 }
 
 // validUserName refuses empty, overlong and control-character names before

@@ -1,82 +1,454 @@
 package proxy
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
 
-// throttle counts AUTH failures per key ("ip:…" or "user:…") over a window.
-// Its memory is bounded: past max keys the oldest entries are dropped, so a
-// flood of distinct keys cannot exhaust memory (it can only forget
-// offenders early, never lock out someone innocent).
-type throttle struct {
+// The AUTH throttle. Every password check is paid for in advance from
+// failure budgets, so that attempts sent at once cannot overdraw them (a
+// failure counted only after its check would let every parallel guess
+// through), and the checks themselves run in a bounded number of slots
+// (bcrypt is CPU). SECURITY.md ("AUTH abuse") describes the model with its
+// numbers.
+
+// maxThrottleKeys bounds each budget's table and the good-history table.
+const maxThrottleKeys = 100_000
+
+// rememberPerUser bounds the addresses remembered for one user, so that one
+// account logging in from many addresses cannot push other users' history
+// out of the table; the least recently seen goes first.
+const rememberPerUser = 16
+
+// authSlotWait is how long an attempt waits for a free check slot before it
+// is answered 454 4.7.0: long enough to ride out a burst, short against a
+// client's command timeout (RFC 5321 4.5.3.2.7 gives it minutes).
+const authSlotWait = 5 * time.Second
+
+// verdict is the outcome of a reservation.
+type verdict int
+
+const (
+	granted  verdict = iota
+	spent            // the failures of the window alone reached the limit
+	inFlight         // attempts still being checked hold the rest of the budget
+)
+
+// budget counts AUTH failures per key over a window; an attempt reserves its
+// failure before the check and gets it back if the check succeeds. Memory is
+// bounded to max keys: when full, expired entries go first, then the oldest
+// entries under the limit, and only then the oldest spent ones, so that a
+// flood of fresh keys (one failure each) cannot cheaply evict a spent
+// budget to reset it.
+type budget struct {
 	limit  int
 	window time.Duration
 	max    int
 
 	mu      sync.Mutex
-	entries map[string]*failures
-	order   []string // insertion order, for eviction
+	entries map[string]*tally
+	under   []queued // entries under the limit, in insertion order
+	spent   []queued // entries that reached the limit, in that order
 	now     func() time.Time
 }
 
-type failures struct {
-	count int
-	first time.Time
+type tally struct {
+	failed  int // failures counted in the window
+	pending int // reservations not yet settled
+	first   time.Time
+	isSpent bool // queued in spent
 }
 
-func newThrottle(limit int, window time.Duration, max int) *throttle {
-	return &throttle{limit: limit, window: window, max: max, entries: map[string]*failures{}, now: time.Now}
+// queued names an entry in an eviction queue; the pointer tells a stale
+// item (its entry deleted or replaced) from a live one.
+type queued struct {
+	key string
+	t   *tally
 }
 
-// blocked reports whether key has reached the limit within the window.
-func (t *throttle) blocked(key string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	f := t.current(key)
-	return f != nil && f.count >= t.limit
+func newBudget(limit int, window time.Duration, max int) *budget {
+	return &budget{limit: limit, window: window, max: max, entries: map[string]*tally{}, now: time.Now}
 }
 
-// fail records a failure and reports whether key is now at the limit.
-func (t *throttle) fail(key string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	f := t.current(key)
-	if f == nil {
-		t.evict()
-		f = &failures{first: t.now()}
-		t.entries[key] = f
-		t.order = append(t.order, key)
+// reserve takes one attempt from key's budget, unless its failures or the
+// attempts in flight have used it up.
+func (b *budget) reserve(key string) verdict {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.current(key)
+	if t == nil {
+		b.evict()
+		t = &tally{first: b.now()}
+		b.entries[key] = t
+		b.under = append(b.under, queued{key, t})
 	}
-	f.count++
-	return f.count >= t.limit
+	switch {
+	case t.failed >= b.limit:
+		return spent
+	case t.failed+t.pending >= b.limit:
+		return inFlight
+	}
+	t.pending++
+	return granted
+}
+
+// refund gives a reserved attempt back (it succeeded, or no verdict was
+// reached).
+func (b *budget) refund(key string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t := b.current(key); t != nil && t.pending > 0 {
+		t.pending--
+	}
+}
+
+// fail turns a reserved attempt into a failure and reports whether key has
+// now reached the limit. Should the entry have gone meanwhile (window over,
+// evicted), the failure starts a new one.
+func (b *budget) fail(key string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.current(key)
+	if t == nil {
+		b.evict()
+		t = &tally{first: b.now()}
+		b.entries[key] = t
+		b.under = append(b.under, queued{key, t})
+	} else if t.pending > 0 {
+		t.pending--
+	}
+	t.failed++
+	if t.failed >= b.limit && !t.isSpent {
+		t.isSpent = true
+		b.spent = append(b.spent, queued{key, t})
+	}
+	return t.failed >= b.limit
+}
+
+// blocked reports whether key's failures have reached the limit.
+func (b *budget) blocked(key string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.current(key)
+	return t != nil && t.failed >= b.limit
 }
 
 // current returns key's live entry, dropping it if its window has passed.
-func (t *throttle) current(key string) *failures {
-	f := t.entries[key]
-	if f != nil && t.now().Sub(f.first) > t.window {
-		delete(t.entries, key)
+func (b *budget) current(key string) *tally {
+	t := b.entries[key]
+	if t != nil && b.expired(t) {
+		delete(b.entries, key)
 		return nil
 	}
-	return f
+	return t
 }
 
-// evict makes room for one entry: expired ones first, then the oldest.
-func (t *throttle) evict() {
-	if len(t.order) > 2*t.max {
-		// Compact the order list of keys already deleted.
-		live := t.order[:0]
-		for _, k := range t.order {
-			if _, ok := t.entries[k]; ok {
-				live = append(live, k)
+func (b *budget) expired(t *tally) bool { return b.now().Sub(t.first) > b.window }
+
+// live reports whether q still names the entry it was queued for.
+func (b *budget) live(q queued) bool { return b.entries[q.key] == q.t }
+
+// evict makes room for one entry.
+func (b *budget) evict() {
+	b.under = b.compact(b.under, false)
+	b.spent = b.compact(b.spent, true)
+	for len(b.entries) >= b.max {
+		switch {
+		case len(b.spent) > 0 && (!b.live(b.spent[0]) || b.expired(b.spent[0].t)):
+			b.drop(&b.spent)
+		case len(b.under) > 0:
+			if q := b.under[0]; b.live(q) && q.t.isSpent {
+				b.under = b.under[1:] // queued in spent as well
+				continue
+			}
+			b.drop(&b.under)
+		case len(b.spent) > 0:
+			b.drop(&b.spent)
+		default:
+			return
+		}
+	}
+}
+
+// drop deletes the entry at the front of queue, if it is still the one
+// queued, and pops it.
+func (b *budget) drop(queue *[]queued) {
+	q := (*queue)[0]
+	*queue = (*queue)[1:]
+	if b.live(q) {
+		delete(b.entries, q.key)
+	}
+}
+
+// compact rebuilds a queue that has grown past twice the table's size with
+// stale items (deleted, replaced or moved entries).
+func (b *budget) compact(queue []queued, spent bool) []queued {
+	if len(queue) <= 2*b.max {
+		return queue
+	}
+	out := make([]queued, 0, len(b.entries))
+	for _, q := range queue {
+		if b.live(q) && q.t.isSpent == spent {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// history remembers the addresses each user logged in from, for ttl since
+// the last success. At most max users (oldest first out) and
+// rememberPerUser addresses per user are kept. Only a successful login adds
+// to it, so filling it takes valid passwords.
+type history struct {
+	ttl time.Duration
+	max int
+
+	mu    sync.Mutex
+	users map[string]*seen
+	order []string // users in insertion order, for eviction
+	now   func() time.Time
+}
+
+type seen struct {
+	addrs []seenAddr
+}
+
+type seenAddr struct {
+	addr string
+	at   time.Time
+}
+
+func newHistory(ttl time.Duration, max int) *history {
+	return &history{ttl: ttl, max: max, users: map[string]*seen{}, now: time.Now}
+}
+
+// known reports whether user logged in from addr within ttl.
+func (h *history) known(user, addr string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.users[user]
+	if s == nil {
+		return false
+	}
+	for _, a := range s.addrs {
+		if a.addr == addr {
+			return h.now().Sub(a.at) <= h.ttl
+		}
+	}
+	return false
+}
+
+// remember records a successful login of user from addr.
+func (h *history) remember(user, addr string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.now()
+	s := h.users[user]
+	if s == nil {
+		h.evict()
+		s = &seen{}
+		h.users[user] = s
+		h.order = append(h.order, user)
+	}
+	oldest := -1
+	for i, a := range s.addrs {
+		if a.addr == addr {
+			s.addrs[i].at = now
+			return
+		}
+		if oldest < 0 || a.at.Before(s.addrs[oldest].at) {
+			oldest = i
+		}
+	}
+	if len(s.addrs) >= rememberPerUser {
+		s.addrs[oldest] = seenAddr{addr, now}
+		return
+	}
+	s.addrs = append(s.addrs, seenAddr{addr, now})
+}
+
+// evict makes room for one user: those whose addresses have all expired,
+// then the oldest.
+func (h *history) evict() {
+	if len(h.order) > 2*h.max {
+		live := h.order[:0]
+		for _, u := range h.order {
+			if _, ok := h.users[u]; ok {
+				live = append(live, u)
 			}
 		}
-		t.order = live
+		h.order = live
 	}
-	for len(t.entries) >= t.max && len(t.order) > 0 {
-		k := t.order[0]
-		t.order = t.order[1:]
-		delete(t.entries, k)
+	for len(h.users) >= h.max && len(h.order) > 0 {
+		u := h.order[0]
+		h.order = h.order[1:]
+		delete(h.users, u)
 	}
+}
+
+// slots bounds the password checks running at once. A share of them is
+// kept for addresses a user logged in from before, so that a spray from
+// fresh addresses cannot take every slot from the real users.
+type slots struct {
+	all   chan struct{}
+	fresh chan struct{} // nil: no share kept (a single slot)
+	wait  time.Duration
+}
+
+func newSlots(n int, wait time.Duration) *slots {
+	s := &slots{all: make(chan struct{}, n), wait: wait}
+	if keep := n / 4; n > 1 {
+		if keep == 0 {
+			keep = 1
+		}
+		s.fresh = make(chan struct{}, n-keep)
+	}
+	return s
+}
+
+// acquire waits up to the slot wait for a slot; known is an address with
+// good history for the user. It returns the release function, or false.
+func (s *slots) acquire(known bool) (func(), bool) {
+	timer := time.NewTimer(s.wait)
+	defer timer.Stop()
+	fresh := s.fresh
+	if known {
+		fresh = nil
+	}
+	if fresh != nil {
+		select {
+		case fresh <- struct{}{}:
+		case <-timer.C:
+			return nil, false
+		}
+	}
+	select {
+	case s.all <- struct{}{}:
+	case <-timer.C:
+		if fresh != nil {
+			<-fresh
+		}
+		return nil, false
+	}
+	return func() {
+		<-s.all
+		if fresh != nil {
+			<-fresh
+		}
+	}, true
+}
+
+// authLimits is the whole throttle: failure budgets per address, per user
+// at an address and per user across addresses without good history, the
+// good history itself, and the check slots.
+type authLimits struct {
+	addr     *budget // key: addrKey
+	userAddr *budget // key: user NUL addrKey
+	user     *budget // key: user; spent only for addresses without good history
+	history  *history
+	slots    *slots
+}
+
+func newAuthLimits(l Limits) *authLimits {
+	return &authLimits{
+		addr:     newBudget(l.AuthMaxFailures, l.AuthFailWindow, maxThrottleKeys),
+		userAddr: newBudget(l.AuthMaxFailures, l.AuthFailWindow, maxThrottleKeys),
+		user:     newBudget(l.AuthUserMaxFailures, l.AuthFailWindow, maxThrottleKeys),
+		history:  newHistory(l.AuthRemember, maxThrottleKeys),
+		slots:    newSlots(l.AuthMaxConcurrent, authSlotWait),
+	}
+}
+
+// addrKey is the address a budget counts: the address itself for IPv4,
+// its /64 for IPv6, since one subscriber is commonly given a whole /64
+// (RFC 6177) and could otherwise guess from 2^64 addresses.
+func addrKey(ip netip.Addr) string {
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, _ := ip.Prefix(64)
+	return p.String()
+}
+
+// reservation is one attempt paid for in every budget that applies to it.
+type reservation struct {
+	l                    *authLimits
+	addr, userAddr, user string // user "": not charged to the user budget
+}
+
+// authRefusal says why an attempt was refused before any check.
+type authRefusal struct {
+	why    string
+	hangUp bool // 421 and close: this address (for this user) is spent
+}
+
+// reserve charges one attempt of user from addr; known means addr has good
+// history for user, which exempts it from the user budget.
+func (l *authLimits) reserve(user, addr string, known bool) (*reservation, *authRefusal) {
+	r := &reservation{l: l, addr: addr, userAddr: user + "\x00" + addr}
+	switch l.addr.reserve(r.addr) {
+	case spent:
+		return nil, &authRefusal{"address throttled", true}
+	case inFlight:
+		return nil, &authRefusal{"address has attempts in flight", false}
+	}
+	switch l.userAddr.reserve(r.userAddr) {
+	case spent:
+		l.addr.refund(r.addr)
+		return nil, &authRefusal{"user throttled at this address", true}
+	case inFlight:
+		l.addr.refund(r.addr)
+		return nil, &authRefusal{"user has attempts in flight at this address", false}
+	}
+	if known {
+		return r, nil
+	}
+	switch l.user.reserve(user) {
+	case spent:
+		r.refund()
+		return nil, &authRefusal{"user throttled at new addresses", false}
+	case inFlight:
+		r.refund()
+		return nil, &authRefusal{"user has attempts in flight at new addresses", false}
+	}
+	r.user = user
+	return r, nil
+}
+
+// refund gives the attempt back to every budget it was charged to.
+func (r *reservation) refund() {
+	r.l.addr.refund(r.addr)
+	r.l.userAddr.refund(r.userAddr)
+	if r.user != "" {
+		r.l.user.refund(r.user)
+	}
+}
+
+// fail counts the attempt as a failure; over means the address, or the user
+// at it, has now reached its limit (the per-user budget only refuses later
+// attempts from new addresses, it never ends this session).
+func (r *reservation) fail() (over bool) {
+	over = r.l.addr.fail(r.addr)
+	if r.l.userAddr.fail(r.userAddr) {
+		over = true
+	}
+	if r.user != "" {
+		r.l.user.fail(r.user)
+	}
+	return over
+}
+
+// failAddr counts a failure that has no user to charge (a malformed
+// exchange, a bad user name) against the address alone, if its budget
+// allows one more.
+func (l *authLimits) failAddr(addr string) (over bool, ref *authRefusal) {
+	switch l.addr.reserve(addr) {
+	case spent:
+		return false, &authRefusal{"address throttled", true}
+	case inFlight:
+		return false, &authRefusal{"address has attempts in flight", false}
+	}
+	return l.addr.fail(addr), nil
 }

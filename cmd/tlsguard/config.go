@@ -98,6 +98,10 @@ type LimitsConf struct {
 	AuthFailDelay    time.Duration  `yaml:"auth_fail_delay"`
 	AuthMaxFailures  int            `yaml:"auth_max_failures"`
 	AuthFailWindow   time.Duration  `yaml:"auth_fail_window"`
+
+	AuthUserMaxFailures int           `yaml:"auth_user_max_failures"`
+	AuthRemember        time.Duration `yaml:"auth_remember"`
+	AuthMaxConcurrent   int           `yaml:"auth_max_concurrent"`
 }
 
 // loadConfig reads, decodes and validates a config file. Relative paths in
@@ -264,7 +268,8 @@ func (c *Config) validate() yamlx.Errors {
 		key string
 		v   int
 	}{{"max_recipients", c.Limits.MaxRecipients}, {"max_line_length", c.Limits.MaxLineLength}, {"max_sessions", c.Limits.MaxSessions},
-		{"max_sessions_per_ip", c.Limits.MaxSessionsPerIP}, {"auth_max_failures", c.Limits.AuthMaxFailures}} {
+		{"max_sessions_per_ip", c.Limits.MaxSessionsPerIP}, {"auth_max_failures", c.Limits.AuthMaxFailures},
+		{"auth_user_max_failures", c.Limits.AuthUserMaxFailures}, {"auth_max_concurrent", c.Limits.AuthMaxConcurrent}} {
 		if f.v < 0 {
 			add(c.Limits.Pos, f.key, "must not be negative")
 		}
@@ -342,6 +347,10 @@ func (c *Config) limits() proxy.Limits {
 		AuthFailDelay:    l.AuthFailDelay,
 		AuthMaxFailures:  l.AuthMaxFailures,
 		AuthFailWindow:   l.AuthFailWindow,
+
+		AuthUserMaxFailures: l.AuthUserMaxFailures,
+		AuthRemember:        l.AuthRemember,
+		AuthMaxConcurrent:   l.AuthMaxConcurrent,
 	}
 }
 

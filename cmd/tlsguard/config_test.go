@@ -113,6 +113,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad log level", "  level: info\n", "  level: loud\n", `log: level: "loud" is not one of`},
 		{"hostname", "hostname: mail.example.org\n", "hostname: \"mail example\"\n", `:1: hostname: "mail example" is not a valid host name`},
 		{"both auth sources", "  users_file: users.htpasswd\n", "  users_file: users.htpasswd\n  backend: true\n", `:27: auth.backend: choose one`},
+		{"negative auth_user_max_failures", "  max_message_size: 10M\n", "  max_message_size: 10M\n  auth_user_max_failures: -1\n", `limits.auth_user_max_failures: must not be negative`},
+		{"negative auth_max_concurrent", "  max_message_size: 10M\n", "  max_message_size: 10M\n  auth_max_concurrent: -4\n", `limits.auth_max_concurrent: must not be negative`},
 		{"require_tls without tls", "    tls: starttls\n    require_tls: true\n", "    tls: none\n    require_tls: true\n", `:10: listeners[1].require_tls: cannot be true`},
 		{"bad dsn mode", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ndsn: success\n", `:28: dsn: "success" is not one of authenticated, all, none`},
 	}
@@ -133,6 +135,24 @@ func TestLoadConfigErrors(t *testing.T) {
 				t.Errorf("error %q does not start with the file name", err)
 			}
 		})
+	}
+}
+
+// The AUTH throttle's keys reach the proxy's limits; unset, they take its
+// defaults.
+func TestLoadConfigAuthLimits(t *testing.T) {
+	p := writeConfig(t, strings.Replace(validConfig, "  max_message_size: 10M\n",
+		"  max_message_size: 10M\n  auth_user_max_failures: 20\n  auth_remember: 168h\n  auth_max_concurrent: 3\n", 1))
+	c, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := c.limits()
+	if l.AuthUserMaxFailures != 20 || l.AuthRemember != 168*time.Hour || l.AuthMaxConcurrent != 3 {
+		t.Errorf("limits = %+v", l)
+	}
+	if d := proxy.DefaultLimits; d.AuthUserMaxFailures != 50 || d.AuthRemember != 30*24*time.Hour {
+		t.Errorf("defaults changed without the README: %+v", d)
 	}
 }
 
