@@ -97,8 +97,8 @@ type Limits struct {
 	AuthFailWindow   time.Duration // how long a failure is remembered
 }
 
-// check refuses limits left at zero, where zero would refuse every client
-// or time out at once; a delay before answering a failed AUTH may be zero.
+// check refuses limits left unset, which would refuse every client or time
+// out at once; only the delay before answering a failed AUTH may be zero.
 func (l Limits) check() error {
 	for _, f := range []struct {
 		name string
@@ -112,7 +112,7 @@ func (l Limits) check() error {
 		{"AuthFailWindow", l.AuthFailWindow <= 0},
 	} {
 		if f.zero {
-			return fmt.Errorf("proxy: Limits.%s is not set", f.name)
+			return fmt.Errorf("proxy: Limits.%s must be above zero", f.name)
 		}
 	}
 	return nil
@@ -203,7 +203,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if cfg.Backend.Timeout <= 0 {
-		return nil, errors.New("proxy: backend timeout is not set")
+		return nil, errors.New("proxy: Backend.Timeout must be above zero")
 	}
 	s := &Server{cfg: cfg, limits: cfg.Limits, log: log, open: map[*conn]net.Conn{}}
 	s.sessions = sessionTable{perIP: map[netip.Addr]int{}, maxTotal: s.limits.MaxSessions, maxPerIP: s.limits.MaxSessionsPerIP}

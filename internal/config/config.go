@@ -2,6 +2,19 @@
 // (Keys), the checks and the conversion into the values that proxy, certs
 // and logging take. Those packages apply no defaults of their own, so the
 // answer to "what happens when a key is left out" is in this package only.
+//
+// A new key is:
+//   - a field with a yaml tag in its section's struct below (a pointer if
+//     its zero value is a setting of its own, as pool_size: 0 is);
+//   - its row in Keys, with its default (defaults.go);
+//   - a check in its section's validator (validate.go) if some values are
+//     wrong, naming the key with yamlx.Errorf(section.Pos, "key", ...);
+//   - the field it feeds in ProxyLimits, ProxyBackend, ProxyListeners or
+//     LogConfig (convert.go), if a package downstream needs it;
+//   - its row in the README's configuration table, with the same default.
+//
+// TestKeysCoverSchema and TestREADMEConfigurationTable fail until the three
+// lists (schema, Keys, README) agree.
 package config
 
 import (

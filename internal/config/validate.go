@@ -84,9 +84,6 @@ func (pp *ProxyProtocol) validate() yamlx.Errors {
 			errs = append(errs, yamlx.Errorf(pp.Pos, fmt.Sprintf("trusted[%d]", i), "%v", err))
 		}
 	}
-	if pp.HeaderTimeout < 0 {
-		errs = append(errs, yamlx.Errorf(pp.Pos, "header_timeout", "must not be negative"))
-	}
 	return errs
 }
 
