@@ -139,3 +139,31 @@ func TestExplicitZeroIsKept(t *testing.T) {
 		t.Errorf("explicit zero replaced by the default: pool_size %d auth %v", *c.Backend.PoolSize, *c.Listeners[0].Auth)
 	}
 }
+
+// A reload keeps the running value of the sections that apply only at
+// restart and names them; listeners apply at once. A key left out and the
+// same key written with its default are no change.
+func TestKeepRestartOnly(t *testing.T) {
+	p := writeConfig(t, validConfig)
+	running, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(validConfig, "  max_message_size: 10M\n", "  max_message_size: 10M\n  max_recipients: 7\n", 1)
+	edited = strings.Replace(edited, "    auth: false\n", "", 1)
+	edited = strings.Replace(edited, "  timeout: 10s\n", "  timeout: 10s\n  pool_size: 256\n  pool_idle: 20s\n", 1)
+	if err := os.WriteFile(p, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := c.KeepRestartOnly(running)
+	if len(changed) != 1 || changed[0] != "limits" {
+		t.Errorf("changed sections = %q, want [limits]", changed)
+	}
+	if c.Limits.MaxRecipients != running.Limits.MaxRecipients || !c.ProxyListeners()[2].Auth {
+		t.Errorf("limits not kept (%d) or listener change not applied (%+v)", c.Limits.MaxRecipients, c.ProxyListeners()[2])
+	}
+}
