@@ -40,36 +40,44 @@ func (c *Config) validateListeners() yamlx.Errors {
 		errs = append(errs, yamlx.Errorf(c.Pos, "listeners", "at least one listener is required"))
 	}
 	names, addrs := map[string]bool{}, map[string]bool{}
-	for _, l := range c.Listeners {
-		add := func(key, format string, args ...any) { errs = append(errs, yamlx.Errorf(l.Pos, key, format, args...)) }
-		if l.Name == "" {
-			add("name", "is required")
-		} else if names[l.Name] {
-			add("name", "%q is used by another listener", l.Name)
+	for i := range c.Listeners {
+		errs = append(errs, c.Listeners[i].validate(names, addrs)...)
+	}
+	return errs
+}
+
+// validate checks one listener; names and addrs collect those of the
+// listeners before it, which must differ.
+func (l *Listener) validate(names, addrs map[string]bool) yamlx.Errors {
+	var errs yamlx.Errors
+	add := func(key, format string, args ...any) { errs = append(errs, yamlx.Errorf(l.Pos, key, format, args...)) }
+	if l.Name == "" {
+		add("name", "is required")
+	} else if names[l.Name] {
+		add("name", "%q is used by another listener", l.Name)
+	}
+	names[l.Name] = true
+	if _, _, err := net.SplitHostPort(l.Address); err != nil {
+		add("address", "%q is not host:port", l.Address)
+	} else if addrs[l.Address] {
+		add("address", "%q is used by another listener", l.Address)
+	}
+	addrs[l.Address] = true
+	if l.ProxyProtocol != nil {
+		errs = append(errs, l.ProxyProtocol.validate()...)
+	}
+	switch proxy.TLSMode(l.TLS) {
+	case proxy.TLSStartTLS:
+	case proxy.TLSImplicit:
+		if l.GreetingDelay > 0 {
+			add("greeting_delay", "has no effect with tls: implicit (the TLS handshake comes first)")
 		}
-		names[l.Name] = true
-		if _, _, err := net.SplitHostPort(l.Address); err != nil {
-			add("address", "%q is not host:port", l.Address)
-		} else if addrs[l.Address] {
-			add("address", "%q is used by another listener", l.Address)
+	case proxy.TLSNone:
+		if l.RequireTLS {
+			add("require_tls", "cannot be true on a listener with tls: none")
 		}
-		addrs[l.Address] = true
-		if l.ProxyProtocol != nil {
-			errs = append(errs, l.ProxyProtocol.validate()...)
-		}
-		switch proxy.TLSMode(l.TLS) {
-		case proxy.TLSStartTLS:
-		case proxy.TLSImplicit:
-			if l.GreetingDelay > 0 {
-				add("greeting_delay", "has no effect with tls: implicit (the TLS handshake comes first)")
-			}
-		case proxy.TLSNone:
-			if l.RequireTLS {
-				add("require_tls", "cannot be true on a listener with tls: none")
-			}
-		default:
-			add("tls", "%q is not one of implicit, starttls, none", l.TLS)
-		}
+	default:
+		add("tls", "%q is not one of implicit, starttls, none", l.TLS)
 	}
 	return errs
 }
