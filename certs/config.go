@@ -11,16 +11,16 @@ import (
 	"github.com/tlsguard/tlsguard/internal/yamlx"
 )
 
-// Config is the `tls:` section of tlsguard.yaml. The config loader decodes it
-// with yamlx.Decode, makes file paths absolute, then calls Validate.
+// Config is the `tls:` section of tlsguard.yaml. The config loader
+// (internal/config) decodes it with yamlx.Decode, fills in its defaults,
+// calls Validate, then makes file paths absolute.
 //
 // Exactly one certificate source must be set: Certificates (static PEM
 // files), ACME, or SelfSigned.
 type Config struct {
 	// Pos is filled by yamlx with the position of the section.
 	Pos yamlx.Pos
-	// MinVersion is the lowest TLS version offered: "1.2" (the default) or
-	// "1.3".
+	// MinVersion is the lowest TLS version offered: "1.2" or "1.3".
 	MinVersion string `yaml:"min_version"`
 	// Certificates are static PEM cert/key pairs. A client's SNI selects among
 	// them by the certificates' DNS names (wildcards included); a client with
@@ -36,8 +36,9 @@ type Config struct {
 	ACME *ACME `yaml:"acme"`
 	// WatchInterval is how often static certificate files are checked for
 	// changes (by stat: robust to symlink swaps and editors that replace
-	// files). Default 5s. A change is loaded once the files have stopped
-	// changing for one interval, so a half-written pair is not tried.
+	// files); 0: only Reload re-reads them. A change is loaded once the
+	// files have stopped changing for one interval, so a half-written pair
+	// is not tried.
 	WatchInterval time.Duration `yaml:"watch_interval"`
 }
 

@@ -7,10 +7,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// DefaultWatchInterval is how often static certificate files are checked
-// for changes when tls.watch_interval is not set.
-const DefaultWatchInterval = 5 * time.Second
-
 // fileState is what the watcher compares between polls. Polling stat (not
 // inotify) follows symlinks, so it sees certbot's live/ links and
 // Kubernetes' ..data swaps, and survives editors that replace a file by
@@ -69,7 +65,7 @@ func (m *Manager) snapshot() snapshot {
 func (m *Manager) startWatch() {
 	every := m.cfg.WatchInterval
 	if every <= 0 {
-		every = DefaultWatchInterval
+		return // only Reload re-reads the files
 	}
 	last := m.snapshot()
 	m.done.Add(1)

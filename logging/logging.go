@@ -11,38 +11,25 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// Config selects the level and encoding. The zero value means info and json.
+// Config selects the level and encoding; both must be set (the config's
+// log section fills them in).
 type Config struct {
-	// Level is debug, info, warn or error. Default info.
-	Level string `yaml:"level"`
-	// Format is json (default, for log shippers) or console (for people).
-	Format string `yaml:"format"`
+	// Level is debug, info, warn or error.
+	Level string
+	// Format is json (for log shippers) or console (for people).
+	Format string
 }
 
 // Validate reports a bad level or format.
 func (c Config) Validate() error {
-	if _, err := zapcore.ParseLevel(c.level()); err != nil {
+	if _, err := zapcore.ParseLevel(c.Level); err != nil || c.Level == "" {
 		return fmt.Errorf("level: %q is not one of debug, info, warn, error", c.Level)
 	}
-	switch c.format() {
+	switch c.Format {
 	case "json", "console":
 		return nil
 	}
 	return fmt.Errorf("format: %q is not one of json, console", c.Format)
-}
-
-func (c Config) level() string {
-	if c.Level == "" {
-		return "info"
-	}
-	return c.Level
-}
-
-func (c Config) format() string {
-	if c.Format == "" {
-		return "json"
-	}
-	return c.Format
 }
 
 // New builds a logger writing to stderr. Unlike zap's production preset it
@@ -52,13 +39,13 @@ func New(c Config) (*zap.Logger, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	lvl, _ := zapcore.ParseLevel(c.level())
+	lvl, _ := zapcore.ParseLevel(c.Level)
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey = "ts"
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	enc.EncodeDuration = zapcore.MillisDurationEncoder
 	var e zapcore.Encoder
-	if c.format() == "console" {
+	if c.Format == "console" {
 		enc.EncodeLevel = zapcore.CapitalLevelEncoder
 		e = zapcore.NewConsoleEncoder(enc)
 	} else {

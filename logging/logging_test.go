@@ -8,7 +8,7 @@ import (
 )
 
 func TestValidate(t *testing.T) {
-	for _, c := range []logging.Config{{}, {Level: "debug", Format: "console"}, {Level: "warn", Format: "json"}} {
+	for _, c := range []logging.Config{{Level: "info", Format: "json"}, {Level: "debug", Format: "console"}, {Level: "warn", Format: "json"}} {
 		if err := c.Validate(); err != nil {
 			t.Errorf("%+v: %v", c, err)
 		}
@@ -17,8 +17,8 @@ func TestValidate(t *testing.T) {
 		c    logging.Config
 		want string
 	}{
-		{logging.Config{Level: "loud"}, `level: "loud"`},
-		{logging.Config{Format: "xml"}, `format: "xml"`},
+		{logging.Config{Level: "loud", Format: "json"}, `level: "loud"`},
+		{logging.Config{Level: "info", Format: "xml"}, `format: "xml"`},
 	} {
 		if err := tc.c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: got %v, want %q", tc.c, err, tc.want)
@@ -29,7 +29,7 @@ func TestValidate(t *testing.T) {
 // The production preset samples repeated messages; ours must not, or
 // transaction lines would be lost under load.
 func TestNoSampling(t *testing.T) {
-	log, err := logging.New(logging.Config{Level: "info"})
+	log, err := logging.New(logging.Config{Level: "info", Format: "json"})
 	if err != nil {
 		t.Fatal(err)
 	}

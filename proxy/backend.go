@@ -30,21 +30,6 @@ type backend struct {
 	reaping bool           // a reap is scheduled
 }
 
-const (
-	// DefaultPoolSize is BackendConfig.PoolSize's default. The pool never
-	// holds more connections than were in use at once within the last
-	// PoolIdle (a connection enters it only after use, and a new one is
-	// dialled only when it is empty), so a size above the usual load costs
-	// the backend nothing it had not just given; a size below it makes a
-	// busy proxy dial and greet anew for part of its messages (32 made
-	// about one message in five dial at 300 concurrent sessions).
-	DefaultPoolSize = 256
-	// DefaultPoolIdle is BackendConfig.PoolIdle's default: well under the
-	// 300 s that RFC 5321 4.5.3.2.7 lets a server wait for a command, so a
-	// legacy server's connection slots come back soon after a burst.
-	DefaultPoolIdle = 20 * time.Second
-)
-
 // capabilities are the backend EHLO keywords that change what we advertise.
 type capabilities struct {
 	smtputf8   bool
@@ -54,18 +39,6 @@ type capabilities struct {
 }
 
 func newBackend(cfg BackendConfig, hostname string, log *zap.Logger, m *Metrics) *backend {
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 30 * time.Second
-	}
-	if cfg.TLS == "" {
-		cfg.TLS = TLSNone
-	}
-	if cfg.PoolSize == 0 {
-		cfg.PoolSize = DefaultPoolSize
-	}
-	if cfg.PoolIdle <= 0 {
-		cfg.PoolIdle = DefaultPoolIdle
-	}
 	return &backend{cfg: cfg, hostname: hostname, log: log, metrics: m}
 }
 

@@ -380,6 +380,8 @@ func testLimits() proxy.Limits {
 	return proxy.Limits{
 		MaxMessageBytes:  1 << 20,
 		MaxRecipients:    10,
+		MaxLineLength:    2000,
+		MaxSessions:      2000,
 		MaxSessionsPerIP: 50,
 		CommandTimeout:   10 * time.Second,
 		DataTimeout:      5 * time.Second,
@@ -388,6 +390,10 @@ func testLimits() proxy.Limits {
 		AuthFailDelay:    5 * time.Millisecond,
 		AuthMaxFailures:  3,
 		AuthFailWindow:   time.Minute,
+
+		AuthUserMaxFailures: 50,
+		AuthRemember:        time.Hour,
+		AuthMaxConcurrent:   8,
 	}
 }
 
@@ -412,7 +418,7 @@ func newEnv(t testing.TB, be *fakeBackend, opts ...envOpt) *env {
 			{Name: lPlain, Address: "127.0.0.1:0", TLS: proxy.TLSNone, Auth: true},
 		},
 		TLS:     serverTLSConfig(t),
-		Backend: proxy.BackendConfig{Address: be.addr, TLS: proxy.TLSNone, Timeout: 3 * time.Second},
+		Backend: proxy.BackendConfig{Address: be.addr, TLS: proxy.TLSNone, Timeout: 3 * time.Second, PoolSize: 256, PoolIdle: 20 * time.Second},
 		Limits:  testLimits(),
 		Policy:  pol,
 		Auth:    auth,

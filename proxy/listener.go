@@ -86,7 +86,7 @@ func (l *listener) prepare(raw net.Conn) {
 		// direct client and is not made to wait for one (SMTP servers speak
 		// first); a header it sends anyway is caught as a non-SMTP first
 		// line (conn.Read) and the connection closed.
-		pc := proxyproto.NewConn(raw, proxyproto.WithPolicy(proxyproto.REQUIRE), proxyproto.SetReadHeaderTimeout(pp.headerTimeout()))
+		pc := proxyproto.NewConn(raw, proxyproto.WithPolicy(proxyproto.REQUIRE), proxyproto.SetReadHeaderTimeout(pp.HeaderTimeout))
 		if _, err := pc.Read(nil); err != nil {
 			l.srv.sessions.releaseTotal()
 			l.srv.metrics.refused.WithLabelValues(l.cfg.Name, "proxy_header").Inc()
@@ -216,7 +216,7 @@ func addrOf(a net.Addr) netip.Addr {
 type ProxyProtocol struct {
 	// Trusted are the addresses allowed (and required) to send the header.
 	Trusted []netip.Prefix
-	// HeaderTimeout bounds the wait for the header; default 5s.
+	// HeaderTimeout bounds the wait for the header.
 	HeaderTimeout time.Duration
 }
 
@@ -227,13 +227,6 @@ func (p *ProxyProtocol) trusts(ip netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-func (p *ProxyProtocol) headerTimeout() time.Duration {
-	if p.HeaderTimeout > 0 {
-		return p.HeaderTimeout
-	}
-	return 5 * time.Second
 }
 
 // sessionTable counts open sessions in total and per client IP.

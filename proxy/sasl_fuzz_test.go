@@ -43,7 +43,11 @@ func fuzzServer(f *testing.F, a Authenticator) *Server {
 		f.Fatal(err)
 	}
 	srv, err := New(Config{Hostname: "mail.example.org", Policy: pol, Auth: a,
-		Limits: Limits{AuthFailDelay: time.Nanosecond, AuthMaxFailures: 1 << 30}})
+		Backend: BackendConfig{Address: "127.0.0.1:1", TLS: TLSNone, Timeout: time.Second},
+		Limits: Limits{MaxMessageBytes: 1 << 20, MaxRecipients: 10, MaxLineLength: 2000, MaxSessions: 10, MaxSessionsPerIP: 10,
+			CommandTimeout: time.Minute, DataTimeout: time.Minute, WriteTimeout: time.Minute, HandshakeTimeout: time.Minute,
+			AuthFailDelay: time.Nanosecond, AuthMaxFailures: 1 << 30, AuthFailWindow: time.Minute,
+			AuthUserMaxFailures: 1 << 30, AuthRemember: time.Minute, AuthMaxConcurrent: 8}})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,18 +68,20 @@ type BackendConfig struct {
 	// Timeout per write and per reply.
 	Timeout time.Duration
 	// PoolSize bounds the idle connections kept for reuse by later
-	// sessions: 0 means DefaultPoolSize, a negative value no reuse (a new
-	// connection, greeting and EHLO for every session that sends mail; a
-	// session still keeps its own connection from one transaction to the
-	// next).
+	// sessions; 0: no reuse (a new connection, greeting and EHLO for every
+	// session that sends mail; a session still keeps its own connection
+	// from one transaction to the next). The pool never holds more
+	// connections than were in use at once within the last PoolIdle (a
+	// connection enters it only after use, and a new one is dialled only
+	// when it is empty).
 	PoolSize int
-	// PoolIdle is how long an idle connection is kept; 0 means
-	// DefaultPoolIdle.
+	// PoolIdle is how long an idle connection is kept before it is closed
+	// with QUIT.
 	PoolIdle time.Duration
 }
 
-// Limits bound what one client may use. Zero fields take the defaults from
-// DefaultLimits.
+// Limits bound what one client may use. Every field must be set: their
+// defaults are the config's (internal/config), not this package's.
 type Limits struct {
 	MaxMessageBytes  int64         // SIZE advertised; larger messages get 552 5.3.4
 	MaxRecipients    int           // per message; more get 452 4.5.3
@@ -101,70 +102,30 @@ type Limits struct {
 	// AuthRemember is how long an address a user logged in from stays
 	// exempt from AuthUserMaxFailures.
 	AuthRemember time.Duration
-	// AuthMaxConcurrent bounds the password checks running at once; 0 is
-	// 4 per CPU (runtime.GOMAXPROCS).
+	// AuthMaxConcurrent bounds the password checks running at once.
 	AuthMaxConcurrent int
 }
 
-// DefaultLimits are the limits used for zero fields.
-var DefaultLimits = Limits{
-	MaxMessageBytes:  25 << 20,
-	MaxRecipients:    100,
-	MaxLineLength:    2000,
-	MaxSessions:      2000,
-	MaxSessionsPerIP: 50,
-	CommandTimeout:   5 * time.Minute, // RFC 5321 4.5.3.2.7
-	DataTimeout:      3 * time.Minute, // RFC 5321 4.5.3.2.5 is the client's; ours per read
-	WriteTimeout:     time.Minute,
-	HandshakeTimeout: 30 * time.Second,
-	AuthFailDelay:    2 * time.Second,
-	AuthMaxFailures:  5,
-	AuthFailWindow:   15 * time.Minute,
-
-	AuthUserMaxFailures: 50,
-	AuthRemember:        30 * 24 * time.Hour,
-}
-
-func (l Limits) withDefaults() Limits {
-	d := DefaultLimits
-	pick := func(v, def time.Duration) time.Duration {
-		if v == 0 {
-			return def
+// check refuses limits left unset, which would refuse every client or time
+// out at once; only the delay before answering a failed AUTH may be zero.
+func (l Limits) check() error {
+	for _, f := range []struct {
+		name string
+		zero bool
+	}{
+		{"MaxMessageBytes", l.MaxMessageBytes <= 0}, {"MaxRecipients", l.MaxRecipients <= 0},
+		{"MaxLineLength", l.MaxLineLength <= 0}, {"MaxSessions", l.MaxSessions <= 0},
+		{"MaxSessionsPerIP", l.MaxSessionsPerIP <= 0}, {"CommandTimeout", l.CommandTimeout <= 0},
+		{"DataTimeout", l.DataTimeout <= 0}, {"WriteTimeout", l.WriteTimeout <= 0},
+		{"HandshakeTimeout", l.HandshakeTimeout <= 0}, {"AuthMaxFailures", l.AuthMaxFailures <= 0},
+		{"AuthFailWindow", l.AuthFailWindow <= 0}, {"AuthUserMaxFailures", l.AuthUserMaxFailures <= 0},
+		{"AuthRemember", l.AuthRemember <= 0}, {"AuthMaxConcurrent", l.AuthMaxConcurrent <= 0},
+	} {
+		if f.zero {
+			return fmt.Errorf("proxy: Limits.%s must be above zero", f.name)
 		}
-		return v
 	}
-	if l.MaxMessageBytes == 0 {
-		l.MaxMessageBytes = d.MaxMessageBytes
-	}
-	if l.MaxRecipients == 0 {
-		l.MaxRecipients = d.MaxRecipients
-	}
-	if l.MaxLineLength == 0 {
-		l.MaxLineLength = d.MaxLineLength
-	}
-	if l.MaxSessions == 0 {
-		l.MaxSessions = d.MaxSessions
-	}
-	if l.MaxSessionsPerIP == 0 {
-		l.MaxSessionsPerIP = d.MaxSessionsPerIP
-	}
-	if l.AuthMaxFailures == 0 {
-		l.AuthMaxFailures = d.AuthMaxFailures
-	}
-	if l.AuthUserMaxFailures == 0 {
-		l.AuthUserMaxFailures = d.AuthUserMaxFailures
-	}
-	if l.AuthMaxConcurrent == 0 {
-		l.AuthMaxConcurrent = 4 * runtime.GOMAXPROCS(0)
-	}
-	l.CommandTimeout = pick(l.CommandTimeout, d.CommandTimeout)
-	l.DataTimeout = pick(l.DataTimeout, d.DataTimeout)
-	l.WriteTimeout = pick(l.WriteTimeout, d.WriteTimeout)
-	l.HandshakeTimeout = pick(l.HandshakeTimeout, d.HandshakeTimeout)
-	l.AuthFailDelay = pick(l.AuthFailDelay, d.AuthFailDelay)
-	l.AuthFailWindow = pick(l.AuthFailWindow, d.AuthFailWindow)
-	l.AuthRemember = pick(l.AuthRemember, d.AuthRemember)
-	return l
+	return nil
 }
 
 // Authenticator checks a user name and password.
@@ -179,7 +140,7 @@ type BareLineEndings string
 
 // Bare line ending handling.
 const (
-	BareNormalize BareLineEndings = "normalize" // turn into CRLF (default, as Postfix 3.9 "normalize")
+	BareNormalize BareLineEndings = "normalize" // turn into CRLF (as Postfix 3.9 "normalize")
 	BareReject    BareLineEndings = "reject"    // refuse the message with 550 5.5.2
 )
 
@@ -193,9 +154,9 @@ type Config struct {
 	TLS *tls.Config
 	// Backend receives accepted mail.
 	Backend BackendConfig
-	// Limits; zero fields take DefaultLimits.
+	// Limits bound what one client may use; every field must be set.
 	Limits Limits
-	// BareLineEndings: normalize (default) or reject.
+	// BareLineEndings: normalize or reject.
 	BareLineEndings BareLineEndings
 	// DSN says whose DSN requests reach the backend: DSNAuthenticated
 	// (default), DSNAll or DSNNone.
@@ -242,16 +203,6 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Policy == nil {
 		return nil, errors.New("proxy: no policy")
 	}
-	if cfg.BareLineEndings == "" {
-		cfg.BareLineEndings = BareNormalize
-	}
-	switch cfg.DSN {
-	case "":
-		cfg.DSN = DSNAuthenticated
-	case DSNAuthenticated, DSNAll, DSNNone:
-	default:
-		return nil, fmt.Errorf("proxy: DSN mode %q is not one of authenticated, all, none", cfg.DSN)
-	}
 	for _, l := range cfg.Listeners {
 		if l.TLS != TLSNone && cfg.TLS == nil {
 			return nil, fmt.Errorf("proxy: listener %s: TLS %s needs a TLS configuration", l.Name, l.TLS)
@@ -261,7 +212,13 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	s := &Server{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, open: map[*conn]net.Conn{}}
+	if err := cfg.Limits.check(); err != nil {
+		return nil, err
+	}
+	if cfg.Backend.Timeout <= 0 {
+		return nil, errors.New("proxy: Backend.Timeout must be above zero")
+	}
+	s := &Server{cfg: cfg, limits: cfg.Limits, log: log, open: map[*conn]net.Conn{}}
 	s.sessions = sessionTable{perIP: map[netip.Addr]int{}, maxTotal: s.limits.MaxSessions, maxPerIP: s.limits.MaxSessionsPerIP}
 	s.metrics = cfg.Metrics
 	if s.metrics == nil {

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/tlsguard/tlsguard/certs"
+	"github.com/tlsguard/tlsguard/internal/config"
 	"github.com/tlsguard/tlsguard/logging"
 	"github.com/tlsguard/tlsguard/policy"
 	"github.com/tlsguard/tlsguard/proxy"
@@ -72,12 +73,18 @@ func run(cert, key, backend, starttls, implicit, polFile, level, out string, rat
 	if err != nil {
 		return err
 	}
-	cm, err := certs.New(ctx, certs.Config{MinVersion: "1.2", Certificates: []certs.Pair{{Cert: cert, Key: key}}},
+	// The defaults of tlsguard.yaml, with room for the bench's sessions.
+	defaults := config.Default()
+	defaults.Backend.Address = backend
+	defaults.TLS.Certificates = []certs.Pair{{Cert: cert, Key: key}}
+	cm, err := certs.New(ctx, defaults.TLS,
 		certs.Options{Hostname: "mail.example.test", StateDir: filepath.Join(out, "state"), Logger: log})
 	if err != nil {
 		return err
 	}
 	defer cm.Close()
+	limits := defaults.ProxyLimits()
+	limits.MaxSessions, limits.MaxSessionsPerIP = 20000, 20000
 	srv, err := proxy.New(proxy.Config{
 		Hostname: "mail.example.test",
 		Listeners: []proxy.ListenerConfig{
@@ -85,8 +92,8 @@ func run(cert, key, backend, starttls, implicit, polFile, level, out string, rat
 			{Name: "submissions", Address: implicit, TLS: proxy.TLSImplicit, Auth: true},
 		},
 		TLS:     cm.ServerConfig(),
-		Backend: proxy.BackendConfig{Address: backend, TLS: proxy.TLSNone, Timeout: 30 * time.Second},
-		Limits:  proxy.Limits{MaxSessions: 20000, MaxSessionsPerIP: 20000},
+		Backend: defaults.ProxyBackend(),
+		Limits:  limits,
 		Policy:  pol,
 		Logger:  log,
 	})

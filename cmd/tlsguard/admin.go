@@ -18,13 +18,6 @@ import (
 	"github.com/tlsguard/tlsguard/certs"
 )
 
-// AdminConf is the admin section: an HTTP listener for metrics and health,
-// off unless an address is given. Keep it on loopback or a private network:
-// it has no authentication.
-type AdminConf struct {
-	Address string `yaml:"address"`
-}
-
 // adminMetrics are the process-level metrics that live outside the proxy.
 type adminMetrics struct {
 	reloads *prometheus.CounterVec

@@ -37,7 +37,7 @@ func (a *app) policyWatcher() *policyWatcher {
 
 func (a *app) listenerNames() []string {
 	var names []string
-	for _, l := range a.cfg.listeners() {
+	for _, l := range a.cfg.ProxyListeners() {
 		names = append(names, l.Name)
 	}
 	return names

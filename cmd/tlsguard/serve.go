@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tlsguard/tlsguard/certs"
+	"github.com/tlsguard/tlsguard/internal/config"
 	"github.com/tlsguard/tlsguard/logging"
 	"github.com/tlsguard/tlsguard/policy"
 	"github.com/tlsguard/tlsguard/proxy"
@@ -37,12 +38,12 @@ func runServe(args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	cfg, err := loadConfig(*configPath)
+	cfg, err := config.Load(*configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "tlsguard: invalid config:\n%v\n", err)
 		return 2
 	}
-	log, err := logging.New(cfg.Log)
+	log, err := logging.New(cfg.LogConfig())
 	if err != nil {
 		fmt.Fprintf(stderr, "tlsguard: %v\n", err)
 		return 2
@@ -61,7 +62,7 @@ func runServe(args []string, _, stderr io.Writer) int {
 
 // app is what a running tlsguard holds and reloads.
 type app struct {
-	cfg     *Config
+	cfg     *config.Config
 	log     *zap.Logger
 	certs   *certs.Manager
 	srv     *proxy.Server
@@ -80,7 +81,7 @@ func (a *app) reloaded(what string, err error) {
 	a.metrics.reloads.WithLabelValues(what, result).Inc()
 }
 
-func serve(cfg *Config, log *zap.Logger) error {
+func serve(cfg *config.Config, log *zap.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -97,7 +98,7 @@ func serve(cfg *Config, log *zap.Logger) error {
 		return err
 	}
 	var serverTLS *tls.Config
-	if cfg.needsTLS() {
+	if cfg.NeedsTLS() {
 		a.certs, err = certs.New(ctx, cfg.TLS, certs.Options{Hostname: cfg.Hostname, StateDir: cfg.StateDir, Logger: log})
 		if err != nil {
 			return fmt.Errorf("certificates: %w", err)
@@ -114,10 +115,10 @@ func serve(cfg *Config, log *zap.Logger) error {
 	a.srv, err = proxy.New(proxy.Config{
 		Metrics:         proxy.NewMetrics(reg),
 		Hostname:        cfg.Hostname,
-		Listeners:       cfg.listeners(),
+		Listeners:       cfg.ProxyListeners(),
 		TLS:             serverTLS,
 		Backend:         backend,
-		Limits:          cfg.limits(),
+		Limits:          cfg.ProxyLimits(),
 		BareLineEndings: proxy.BareLineEndings(cfg.BareLineEndings),
 		DSN:             proxy.DSNMode(cfg.DSN),
 		Policy:          pol,
@@ -150,7 +151,7 @@ func serve(cfg *Config, log *zap.Logger) error {
 		}
 		defer stopAdmin(context.Background())
 	}
-	log.Info("tlsguard ready", zap.String("hostname", cfg.Hostname), zap.String("config", cfg.file), zap.String("policy", cfg.Policy))
+	log.Info("tlsguard ready", zap.String("hostname", cfg.Hostname), zap.String("config", cfg.File()), zap.String("policy", cfg.Policy))
 	watcher := a.policyWatcher() // reload the policy when its file changes
 	poll := time.NewTicker(policyWatchInterval)
 	defer poll.Stop()
@@ -176,17 +177,17 @@ func serve(cfg *Config, log *zap.Logger) error {
 // put in force.
 func (a *app) reload() (policyLoaded bool) {
 	a.log.Info("reload requested (SIGHUP)")
-	cfg, err := loadConfig(a.cfg.file)
+	cfg, err := config.Load(a.cfg.File())
 	if err != nil {
 		// A bad file changes nothing: not even the parts that are fine.
 		a.reloaded("config", err)
 		return false
 	}
-	if later := cfg.keepRestartOnly(a.cfg); len(later) > 0 {
+	if later := cfg.KeepRestartOnly(a.cfg); len(later) > 0 {
 		a.log.Warn("config sections changed that apply only at restart; they keep their running values until then", zap.Strings("sections", later))
 	}
-	if !reflect.DeepEqual(a.cfg.listeners(), cfg.listeners()) {
-		a.reloaded("listeners", a.srv.UpdateListeners(cfg.listeners()))
+	if !reflect.DeepEqual(a.cfg.ProxyListeners(), cfg.ProxyListeners()) {
+		a.reloaded("listeners", a.srv.UpdateListeners(cfg.ProxyListeners()))
 	}
 	a.cfg = cfg
 	a.reloaded("config", nil)
@@ -254,13 +255,7 @@ func (h htpasswdAuth) Authenticate(_ context.Context, user, password string) (bo
 // backendConfig builds the backend leg, with its TLS settings.
 func (a *app) backendConfig() (proxy.BackendConfig, error) {
 	b := a.cfg.Backend
-	out := proxy.BackendConfig{Address: b.Address, TLS: proxy.TLSMode(b.TLS), Timeout: b.Timeout, PoolIdle: b.PoolIdle}
-	if b.PoolSize != nil { // unset: 0, the proxy's default
-		out.PoolSize = *b.PoolSize
-		if out.PoolSize == 0 {
-			out.PoolSize = -1 // pool_size: 0 means no reuse
-		}
-	}
+	out := a.cfg.ProxyBackend()
 	if out.TLS == proxy.TLSNone {
 		return out, nil
 	}

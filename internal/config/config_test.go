@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"os"
@@ -56,7 +56,7 @@ func writeConfig(t *testing.T, body string) string {
 
 func TestLoadConfigValid(t *testing.T) {
 	p := writeConfig(t, validConfig)
-	c, err := loadConfig(p)
+	c, err := Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestLoadConfigValid(t *testing.T) {
 	if c.Backend.Timeout != 10*time.Second || c.Limits.MaxMessageSize != 10<<20 {
 		t.Errorf("backend timeout %v, max size %d", c.Backend.Timeout, c.Limits.MaxMessageSize)
 	}
-	ls := c.listeners()
+	ls := c.ProxyListeners()
 	want := []proxy.ListenerConfig{
 		{Name: "submissions", Address: "127.0.0.1:2465", TLS: proxy.TLSImplicit, Auth: true},
 		{Name: "submission", Address: "127.0.0.1:2587", TLS: proxy.TLSStartTLS, RequireTLS: true, Auth: true},
@@ -85,11 +85,11 @@ func TestLoadConfigValid(t *testing.T) {
 
 func TestLoadConfigDefaults(t *testing.T) {
 	p := writeConfig(t, "hostname: mx.example.org\nlisteners: [{name: a, address: \"127.0.0.1:25\", tls: none}]\nbackend: {address: \"127.0.0.1:2525\"}\npolicy: p.yaml\n")
-	c, err := loadConfig(p)
+	c, err := Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Backend.TLS != "none" || c.Backend.Timeout != 30*time.Second || c.ShutdownGrace != 30*time.Second || c.needsTLS() {
+	if c.Backend.TLS != "none" || c.Backend.Timeout != 30*time.Second || c.ShutdownGrace != 30*time.Second || c.NeedsTLS() {
 		t.Errorf("defaults: %+v grace %v", c.Backend, c.ShutdownGrace)
 	}
 	if c.DSN != string(proxy.DSNAuthenticated) {
@@ -124,7 +124,7 @@ func TestLoadConfigErrors(t *testing.T) {
 				t.Fatalf("test edit %q not found in the base config", tc.from)
 			}
 			p := writeConfig(t, strings.Replace(validConfig, tc.from, tc.to, 1))
-			_, err := loadConfig(p)
+			_, err := Load(p)
 			if err == nil {
 				t.Fatal("loaded without error")
 			}
@@ -138,27 +138,31 @@ func TestLoadConfigErrors(t *testing.T) {
 	}
 }
 
-// The AUTH throttle's keys reach the proxy's limits; unset, they take its
-// defaults.
+// The AUTH throttle's keys reach the proxy's limits; unset, they take the
+// defaults of Keys.
 func TestLoadConfigAuthLimits(t *testing.T) {
 	p := writeConfig(t, strings.Replace(validConfig, "  max_message_size: 10M\n",
 		"  max_message_size: 10M\n  auth_user_max_failures: 20\n  auth_remember: 168h\n  auth_max_concurrent: 3\n", 1))
-	c, err := loadConfig(p)
+	c, err := Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := c.limits()
+	l := c.ProxyLimits()
 	if l.AuthUserMaxFailures != 20 || l.AuthRemember != 168*time.Hour || l.AuthMaxConcurrent != 3 {
 		t.Errorf("limits = %+v", l)
 	}
-	if d := proxy.DefaultLimits; d.AuthUserMaxFailures != 50 || d.AuthRemember != 30*24*time.Hour {
-		t.Errorf("defaults changed without the README: %+v", d)
+	c, err = Load(writeConfig(t, validConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := c.ProxyLimits(); l.AuthUserMaxFailures != 50 || l.AuthRemember != 30*24*time.Hour || l.AuthMaxConcurrent != 8 {
+		t.Errorf("defaults: %+v", l)
 	}
 }
 
 func TestLoadConfigMissingRequired(t *testing.T) {
 	p := writeConfig(t, "")
-	_, err := loadConfig(p)
+	_, err := Load(p)
 	if err == nil {
 		t.Fatal("empty config loaded")
 	}
@@ -166,16 +170,5 @@ func TestLoadConfigMissingRequired(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
-	}
-}
-
-func TestServeRefusesBadConfigBeforeListening(t *testing.T) {
-	p := writeConfig(t, strings.Replace(validConfig, "    tls: implicit\n", "    tls: bogus\n", 1))
-	var out, errb strings.Builder
-	if code := run([]string{"serve", "--config", p}, &out, &errb); code == 0 {
-		t.Fatal("serve exited 0 on a bad config")
-	}
-	if !strings.Contains(errb.String(), p+":6: listeners[0].tls") {
-		t.Errorf("stderr = %q", errb.String())
 	}
 }

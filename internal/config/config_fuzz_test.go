@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 	"github.com/tlsguard/tlsguard/internal/yamlx"
 )
 
-// FuzzLoadConfig checks loadConfig on any file content:
+// FuzzLoadConfig checks Load on any file content:
 //   - it does not panic;
 //   - an error is yamlx.Errors whose every entry names the file, a line
 //     (0 for the file as a whole) and a message, and its text starts with
@@ -37,12 +37,12 @@ func FuzzLoadConfig(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// A hang is a bug too (a SIGHUP reload must not stall): crash the
 		// worker so that the fuzzer keeps the input.
-		watchdog := time.AfterFunc(5*time.Second, func() { panic(fmt.Sprintf("loadConfig hangs on %q", data)) })
+		watchdog := time.AfterFunc(5*time.Second, func() { panic(fmt.Sprintf("Load hangs on %q", data)) })
 		defer watchdog.Stop()
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		c, err := loadConfig(path)
+		c, err := Load(path)
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), path) {
 				t.Fatalf("error %q does not start with the file name", err)
@@ -61,7 +61,7 @@ func FuzzLoadConfig(f *testing.F) {
 		if !validHostname(c.Hostname) || len(c.Listeners) == 0 || c.Backend.Address == "" || !filepath.IsAbs(c.Policy) {
 			t.Fatalf("loaded an incomplete config: %+v", c)
 		}
-		for _, l := range c.listeners() {
+		for _, l := range c.ProxyListeners() {
 			if l.Name == "" || (l.TLS != "implicit" && l.TLS != "starttls" && l.TLS != "none") {
 				t.Fatalf("loaded listener %+v", l)
 			}
@@ -69,7 +69,7 @@ func FuzzLoadConfig(f *testing.F) {
 				t.Fatalf("require_tls on a plaintext listener: %+v", l)
 			}
 		}
-		lim := c.limits()
+		lim := c.ProxyLimits()
 		if lim.MaxMessageBytes < 0 || lim.MaxRecipients < 0 || lim.CommandTimeout < 0 || lim.DataTimeout < 0 || lim.AuthFailDelay < 0 {
 			t.Fatalf("negative limits %+v", lim)
 		}

@@ -1,0 +1,217 @@
+// Package config is tlsguard.yaml: its schema, the one table of defaults
+// (Keys), the checks and the conversion into the values that proxy, certs
+// and logging take. Those packages apply no defaults of their own, so the
+// answer to "what happens when a key is left out" is in this package only.
+//
+// A new key is:
+//   - a field with a yaml tag in its section's struct below (a pointer if
+//     its zero value is a setting of its own, as pool_size: 0 is);
+//   - its row in Keys, with its default (defaults.go);
+//   - a check in its section's validator (validate.go) if some values are
+//     wrong, naming the key with yamlx.Errorf(section.Pos, "key", ...);
+//   - the field it feeds in ProxyLimits, ProxyBackend, ProxyListeners or
+//     LogConfig (convert.go), if a package downstream needs it;
+//   - its row in the README's configuration table, with the same default.
+//
+// TestKeysCoverSchema and TestREADMEConfigurationTable fail until the three
+// lists (schema, Keys, README) agree.
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tlsguard/tlsguard/certs"
+	"github.com/tlsguard/tlsguard/internal/yamlx"
+	"github.com/tlsguard/tlsguard/proxy"
+)
+
+// Config is tlsguard.yaml. Every key, with its default, is listed in Keys
+// and in the README's configuration table.
+type Config struct {
+	Pos             yamlx.Pos
+	Hostname        string        `yaml:"hostname"`
+	StateDir        string        `yaml:"state_dir"`
+	Listeners       []Listener    `yaml:"listeners"`
+	TLS             certs.Config  `yaml:"tls"`
+	Backend         Backend       `yaml:"backend"`
+	Auth            Auth          `yaml:"auth"`
+	Policy          string        `yaml:"policy"`
+	Log             Log           `yaml:"log"`
+	Limits          Limits        `yaml:"limits"`
+	BareLineEndings string        `yaml:"bare_line_endings"`
+	DSN             string        `yaml:"dsn"`
+	ShutdownGrace   time.Duration `yaml:"shutdown_grace"`
+	Admin           Admin         `yaml:"admin"`
+
+	file string // the config file, absolute
+}
+
+// Listener is one entry of listeners.
+type Listener struct {
+	Pos        yamlx.Pos
+	Name       string `yaml:"name"`
+	Address    string `yaml:"address"`
+	TLS        string `yaml:"tls"`
+	RequireTLS bool   `yaml:"require_tls"`
+	// Auth is a pointer because false (an MX port) differs from unset.
+	Auth *bool `yaml:"auth"`
+	// ProxyProtocol takes HAProxy PROXY headers (v1, v2) from these
+	// load balancers only.
+	ProxyProtocol *ProxyProtocol `yaml:"proxy_protocol"`
+	// GreetingDelay holds back the greeting; clients that talk first are
+	// disconnected (for MX ports).
+	GreetingDelay time.Duration `yaml:"greeting_delay"`
+}
+
+// ProxyProtocol is a listener's proxy_protocol section.
+type ProxyProtocol struct {
+	Pos           yamlx.Pos
+	Trusted       []string      `yaml:"trusted"`
+	HeaderTimeout time.Duration `yaml:"header_timeout"`
+}
+
+// Backend is the backend section: the legacy server that receives the mail.
+type Backend struct {
+	Pos           yamlx.Pos
+	Address       string        `yaml:"address"`
+	TLS           string        `yaml:"tls"`
+	Timeout       time.Duration `yaml:"timeout"`
+	TLSServerName string        `yaml:"tls_server_name"`
+	TLSCAFile     string        `yaml:"tls_ca_file"`
+	TLSSkipVerify bool          `yaml:"tls_skip_verify"`
+	// PoolSize is a pointer because 0 (no reuse) differs from unset.
+	PoolSize *int          `yaml:"pool_size"`
+	PoolIdle time.Duration `yaml:"pool_idle"`
+}
+
+// Auth is the auth section: where credentials are checked.
+type Auth struct {
+	Pos       yamlx.Pos
+	UsersFile string `yaml:"users_file"`
+	Backend   bool   `yaml:"backend"`
+}
+
+// Limits is the limits section: what one client may use.
+type Limits struct {
+	Pos              yamlx.Pos
+	MaxMessageSize   yamlx.ByteSize `yaml:"max_message_size"`
+	MaxRecipients    int            `yaml:"max_recipients"`
+	MaxLineLength    int            `yaml:"max_line_length"`
+	MaxSessions      int            `yaml:"max_sessions"`
+	MaxSessionsPerIP int            `yaml:"max_sessions_per_ip"`
+	CommandTimeout   time.Duration  `yaml:"command_timeout"`
+	DataTimeout      time.Duration  `yaml:"data_timeout"`
+	WriteTimeout     time.Duration  `yaml:"write_timeout"`
+	HandshakeTimeout time.Duration  `yaml:"handshake_timeout"`
+	AuthFailDelay    time.Duration  `yaml:"auth_fail_delay"`
+	AuthMaxFailures  int            `yaml:"auth_max_failures"`
+	AuthFailWindow   time.Duration  `yaml:"auth_fail_window"`
+
+	AuthUserMaxFailures int           `yaml:"auth_user_max_failures"`
+	AuthRemember        time.Duration `yaml:"auth_remember"`
+	AuthMaxConcurrent   int           `yaml:"auth_max_concurrent"`
+}
+
+// Log is the log section.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Admin is the admin section: an HTTP listener for metrics and health, off
+// unless an address is given. Keep it on loopback or a private network: it
+// has no authentication.
+type Admin struct {
+	Address string `yaml:"address"`
+}
+
+// Load reads a config file, decodes it, fills the defaults from Keys,
+// validates it and makes its relative paths absolute against the file's
+// folder. The error lists every problem as file:line: key: message.
+func Load(path string) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, err
+	}
+	var c Config
+	if err := yamlx.Decode(path, data, &c); err != nil {
+		return nil, err
+	}
+	c.file = abs
+	c.placeSections(path)
+	if err := fill(&c); err != nil {
+		return nil, err
+	}
+	c.normalize()
+	if errs := c.Validate(); len(errs) > 0 {
+		return nil, errs
+	}
+	c.resolvePaths(filepath.Dir(abs))
+	return &c, nil
+}
+
+// File is the absolute path the config was loaded from.
+func (c *Config) File() string { return c.file }
+
+// placeSections gives the file and the sections absent from it a position,
+// so that an error about what they lack still names the file and the key.
+func (c *Config) placeSections(path string) {
+	if c.Pos.File == "" {
+		c.Pos = yamlx.Pos{File: path, Line: 1}
+	}
+	c.TLS.Pos = c.section(c.TLS.Pos, "tls")
+	c.Backend.Pos = c.section(c.Backend.Pos, "backend")
+	c.Auth.Pos = c.section(c.Auth.Pos, "auth")
+	c.Limits.Pos = c.section(c.Limits.Pos, "limits")
+}
+
+// section returns p, or for a section absent from the file, a position at
+// the top of the file named by key.
+func (c *Config) section(p yamlx.Pos, key string) yamlx.Pos {
+	if p.File != "" {
+		return p
+	}
+	return yamlx.Pos{File: c.Pos.File, Line: c.Pos.Line, Key: key}
+}
+
+// normalize applies the rules by which one key gives way to another:
+// self_signed is the fallback for when no certificate files are listed, so
+// a file may set both (the README's example does).
+func (c *Config) normalize() {
+	if c.NeedsTLS() && len(c.TLS.Certificates) > 0 {
+		c.TLS.SelfSigned = false
+	}
+}
+
+// resolvePaths makes file paths absolute, relative to the config's folder.
+func (c *Config) resolvePaths(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	abs(&c.StateDir)
+	abs(&c.Policy)
+	abs(&c.Auth.UsersFile)
+	abs(&c.Backend.TLSCAFile)
+	c.TLS.ResolvePaths(dir)
+}
+
+// NeedsTLS reports whether any listener uses TLS (implicit or STARTTLS), and
+// so whether the tls section is used at all.
+func (c *Config) NeedsTLS() bool {
+	for _, l := range c.Listeners {
+		switch proxy.TLSMode(l.TLS) {
+		case proxy.TLSImplicit, proxy.TLSStartTLS:
+			return true
+		}
+	}
+	return false
+}
