@@ -19,7 +19,8 @@ package main
 //
 // The good client's figures: login latency (connect until 235), message
 // latency (connect until the 250 after the final dot), messages delivered
-// per second, and failed attempts by stage and reply. The attackers':
+// per second, and failed attempts by stage and reply (an attempt still
+// running -grace after the end is cut off and counted as failed). The attackers':
 // AUTH replies per second by code (spray) or sessions holding DATA (drip).
 // Failures of the good client are what is measured, not errors of the run:
 // the exit status is 0 once the run is complete.
@@ -110,43 +111,63 @@ type phaseStats struct {
 	wall     time.Duration // start of the phase until its last attempt ended
 }
 
-// runGood runs the good client's -c workers for d; an attempt started before
-// the end may finish after it (bounded by -timeout per read or write), and
-// the phase's wall time includes it, so a stalled delivery lowers the rate.
+// runGood runs the good client's -c workers for d. An attempt started
+// before the end may finish up to -grace after it; the phase's wall time
+// includes that, so a stalled delivery lowers the rate. One still running
+// then is cut off and counted as failed ("unfinished").
 func runGood(ctx context.Context, c *client, msg []byte, d time.Duration) *phaseStats {
 	st := &phaseStats{}
 	start := time.Now()
 	end := start.Add(d)
+	gctx, cancel := context.WithDeadline(ctx, end.Add(c.o.grace))
+	defer cancel()
 	var wg sync.WaitGroup
 	for range c.o.conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil && time.Now().Before(end) {
-				t0 := time.Now()
-				s, err := c.open(ctx)
-				if err == nil {
-					login := time.Since(t0)
-					if err = s.deliver(msg); err == nil {
-						st.mu.Lock()
-						st.login = append(st.login, login)
-						st.msg = append(st.msg, time.Since(t0))
-						st.mu.Unlock()
-						st.ok.Add(1)
-						s.quit()
-						continue
+			for gctx.Err() == nil && time.Now().Before(end) {
+				if err := goodAttempt(gctx, c, msg, st); err != nil {
+					st.fail.Add(1)
+					if gctx.Err() != nil && ctx.Err() == nil {
+						err = fmt.Errorf("unfinished %v after the end: %w", c.o.grace, err)
 					}
-					s.conn.Close()
+					st.errs.add(err)
+					sleepCtx(gctx, pauseAfterFailure)
 				}
-				st.fail.Add(1)
-				st.errs.add(err)
-				sleepCtx(ctx, pauseAfterFailure)
 			}
 		}()
 	}
 	wg.Wait()
 	st.wall = time.Since(start)
 	return st
+}
+
+// goodAttempt is one session of the good client: connect, log in, one
+// message, QUIT. A login that succeeded counts in the login latencies even
+// if the delivery then fails.
+func goodAttempt(ctx context.Context, c *client, msg []byte, st *phaseStats) error {
+	t0 := time.Now()
+	s, err := c.open(ctx)
+	if err != nil {
+		return err
+	}
+	login := time.Since(t0)
+	st.mu.Lock()
+	st.login = append(st.login, login)
+	st.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
+	defer stop()
+	if err := s.deliver(msg); err != nil {
+		s.conn.Close()
+		return err
+	}
+	st.mu.Lock()
+	st.msg = append(st.msg, time.Since(t0))
+	st.mu.Unlock()
+	st.ok.Add(1)
+	s.quit()
+	return nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
@@ -494,22 +515,34 @@ func runAttack(ctx context.Context, c *client, stdout io.Writer) int {
 	if base != nil {
 		line += " " + prefixFields("base_", phaseFields(base))
 	}
-	line += fmt.Sprintf(" att_sent=%d att_rate=%.1f att_535=%d att_421=%d att_454=%d att_235=%d att_other=%d att_conns=%d att_conn_err=%d att_burned=%d drip_in_data=%d drip_in_data_end=%d drip_in_data_min=%d drip_new_data=%d",
-		d.sent, perS(d.sent), d.r535, d.r421, d.r454, d.r235, d.rOther, d.conns, d.connErrs, a.burnN.Load(),
+	line += fmt.Sprintf(" att_sent_all=%d att_sent=%d att_rate=%.1f att_535=%d att_421=%d att_454=%d att_235=%d att_other=%d att_conns=%d att_conn_err=%d att_burned=%d drip_in_data=%d drip_in_data_end=%d drip_in_data_min=%d drip_new_data=%d",
+		a.st.sent.Load(), d.sent, perS(d.sent), d.r535, d.r421, d.r454, d.r235, d.rOther, d.conns, d.connErrs, a.burnN.Load(),
 		inData0, inData1, minIn.Load(), d.dataOK)
 	fmt.Fprintln(stdout, line)
 	return 0
 }
 
-// phaseFields is the good client's part of the RESULT line.
+// phaseFields is the good client's part of the RESULT line; a latency
+// with no sample is "-".
 func phaseFields(p *phaseStats) string {
-	pl, pm := percentiles(p.login), percentiles(p.msg)
+	pl, pm := msOrDash(p.login), msOrDash(p.msg)
 	rate := 0.0
 	if p.wall > 0 {
 		rate = float64(p.ok.Load()) / p.wall.Seconds()
 	}
-	return fmt.Sprintf("ok=%d fail=%d wall_s=%.3f rate=%.2f login_p50_ms=%.1f login_p90_ms=%.1f login_max_ms=%.1f msg_p50_ms=%.1f msg_p90_ms=%.1f msg_max_ms=%.1f",
-		p.ok.Load(), p.fail.Load(), p.wall.Seconds(), rate, pl(0.5), pl(0.9), pl(1), pm(0.5), pm(0.9), pm(1))
+	return fmt.Sprintf("ok=%d fail=%d logins=%d wall_s=%.3f rate=%.2f login_p50_ms=%s login_p90_ms=%s login_max_ms=%s msg_p50_ms=%s msg_p90_ms=%s msg_max_ms=%s",
+		p.ok.Load(), p.fail.Load(), len(p.login), p.wall.Seconds(), rate, pl(0.5), pl(0.9), pl(1), pm(0.5), pm(0.9), pm(1))
+}
+
+// msOrDash is percentiles formatted with one decimal, "-" without samples.
+func msOrDash(d []time.Duration) func(p float64) string {
+	pc := percentiles(d)
+	return func(p float64) string {
+		if len(d) == 0 {
+			return "-"
+		}
+		return strconv.FormatFloat(pc(p), 'f', 1, 64)
+	}
 }
 
 func prefixFields(prefix, fields string) string {
@@ -522,9 +555,9 @@ func prefixFields(prefix, fields string) string {
 
 // phaseLine is phaseFields for people.
 func phaseLine(p *phaseStats) string {
-	pl, pm := percentiles(p.login), percentiles(p.msg)
-	return fmt.Sprintf("%d delivered, %d failed, %.2f msgs/s; login ms p50 %.1f p90 %.1f max %.1f; message ms p50 %.1f p90 %.1f max %.1f",
-		p.ok.Load(), p.fail.Load(), float64(p.ok.Load())/p.wall.Seconds(), pl(0.5), pl(0.9), pl(1), pm(0.5), pm(0.9), pm(1))
+	pl, pm := msOrDash(p.login), msOrDash(p.msg)
+	return fmt.Sprintf("%d delivered, %d failed, %.2f msgs/s; %d logins, ms p50 %s p90 %s max %s; message ms p50 %s p90 %s max %s",
+		p.ok.Load(), p.fail.Load(), float64(p.ok.Load())/p.wall.Seconds(), len(p.login), pl(0.5), pl(0.9), pl(1), pm(0.5), pm(0.9), pm(1))
 }
 
 // checkAttackFlags validates -src and the -attack flags and fills the
@@ -596,6 +629,7 @@ func checkAttackFlags(o *options, fs *flag.FlagSet) error {
 		{"-duration", o.duration, time.Millisecond},
 		{"-baseline", o.baseline, 0},
 		{"-ramp", o.ramp, 0},
+		{"-grace", o.grace, 0},
 		{"-drip-every", o.dripEvery, time.Millisecond},
 	} {
 		if d.v < d.lo || d.v > maxHoldFor {

@@ -110,6 +110,7 @@ type options struct {
 	duration   time.Duration
 	baseline   time.Duration
 	ramp       time.Duration
+	grace      time.Duration
 	sprayUsers int
 	sprayGood  bool
 	dripBytes  int
@@ -194,6 +195,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "-attack: how long the good client is measured under attack")
 	fs.DurationVar(&o.baseline, "baseline", 3*time.Second, "-attack: how long the good client is measured alone first (0: not at all)")
 	fs.DurationVar(&o.ramp, "ramp", 5*time.Second, "-attack: at most this long between starting the attackers and measuring (less once all are at work)")
+	fs.DurationVar(&o.grace, "grace", 10*time.Second, "-attack: a good attempt still running this long after the end is cut off and counted as failed")
 	fs.IntVar(&o.sprayUsers, "spray-users", 10000, "-attack spray: distinct user names guessed (spray1, spray2, ...)")
 	fs.BoolVar(&o.sprayGood, "spray-good", false, "-attack spray: every tenth guess is for the good client's own user (-auth)")
 	fs.IntVar(&o.dripBytes, "drip-bytes", 8, "-attack drip: bytes written each -drip-every")
