@@ -12,7 +12,8 @@
 # Scenarios (cmd/tlsguard-bench -attack):
 #   spray        SPRAY_ATTACKERS sessions send AUTH PLAIN with wrong passwords
 #                for SPRAY_USERS user names, from SPRAY_SRC, to 465
-#   spray-victim the same, and every tenth guess is for the good client's user
+#   spray-victim the same, and every SPRAY_GOOD_EVERY-th guess is for the
+#                good client's own user (a lockout by strangers)
 #   drip         DRIP_ATTACKERS unauthenticated sessions from DRIP_SRC send
 #                MAIL, RCPT to a local mailbox, DATA, then DRIP_BYTES every
 #                DRIP_EVERY to the MX listener; smtp-sink takes SINK_SLOTS
@@ -25,6 +26,7 @@
 #   BASELINE=2s RAMP=3s GRACE=8s (a good attempt still running this long
 #   after DUR is cut off and counted as failed) GOOD_SRC=127.0.1.1
 #   BCRYPT_COST=10 SPRAY_ATTACKERS=50 SPRAY_SRC=127.0.0.2-127.0.0.254 SPRAY_USERS=10000
+#   SPRAY_GOOD_EVERY=2
 #   DRIP_ATTACKERS=300 DRIP_SRC=127.0.2.1-127.0.2.7 DRIP_BYTES=8 DRIP_EVERY=1s
 #   SINK_SLOTS=200 BACKEND_TIMEOUT=10s PORT_BASE=32000 RES=bench/results
 #   AFTER_BACKEND_YAML, AFTER_LIMITS_YAML (and BEFORE_...): lines, indented
@@ -46,7 +48,7 @@ for b in "$BIN_BEFORE" "$BIN_AFTER"; do [ -x "$b" ] || { echo "$b: not an execut
 
 REPS=${REPS:-3} SCENARIOS=${SCENARIOS:-"spray drip"} DUR=${DUR:-10s} BASELINE=${BASELINE:-2s} RAMP=${RAMP:-3s} GRACE=${GRACE:-8s}
 GOOD_SRC=${GOOD_SRC:-127.0.1.1} BCRYPT_COST=${BCRYPT_COST:-10}
-SPRAY_ATTACKERS=${SPRAY_ATTACKERS:-50} SPRAY_SRC=${SPRAY_SRC:-127.0.0.2-127.0.0.254} SPRAY_USERS=${SPRAY_USERS:-10000}
+SPRAY_ATTACKERS=${SPRAY_ATTACKERS:-50} SPRAY_SRC=${SPRAY_SRC:-127.0.0.2-127.0.0.254} SPRAY_USERS=${SPRAY_USERS:-10000} SPRAY_GOOD_EVERY=${SPRAY_GOOD_EVERY:-2}
 DRIP_ATTACKERS=${DRIP_ATTACKERS:-300} DRIP_SRC=${DRIP_SRC:-127.0.2.1-127.0.2.7} DRIP_BYTES=${DRIP_BYTES:-8} DRIP_EVERY=${DRIP_EVERY:-1s}
 SINK_SLOTS=${SINK_SLOTS:-200} BACKEND_TIMEOUT=${BACKEND_TIMEOUT:-10s}
 RES=${RES:-$BENCH/results}; mkdir -p "$RES"
@@ -127,7 +129,7 @@ one() {
   case $sc in
     spray|spray-victim)
       args+=(-attack spray -attack-addr "127.0.0.1:$SUBMISSIONS_PORT" -attack-src "$SPRAY_SRC" -attackers "$SPRAY_ATTACKERS" -spray-users "$SPRAY_USERS")
-      [ "$sc" = spray-victim ] && args+=(-spray-good) ;;
+      [ "$sc" = spray-victim ] && args+=(-spray-good "$SPRAY_GOOD_EVERY") ;;
     drip)
       args+=(-attack drip -attack-addr "127.0.0.1:$MX_PORT" -attack-src "$DRIP_SRC" -attackers "$DRIP_ATTACKERS"
              -drip-bytes "$DRIP_BYTES" -drip-every "$DRIP_EVERY") ;;
@@ -149,7 +151,7 @@ one() {
   local checked; checked=$(grep -c '"msg":"auth failed".*"reason":"bad credentials"' "$RUN/attack-tlsguard.log" || true)
   local f cols=()
   for f in dur_s base_ok base_fail base_rate base_login_p50_ms base_msg_p50_ms ok fail logins rate login_p50_ms login_p90_ms login_max_ms \
-           msg_p50_ms msg_p90_ms msg_max_ms att_sent att_rate att_535 att_421 att_454 att_235 att_other att_burned \
+           msg_p50_ms msg_p90_ms msg_max_ms att_sent att_replies att_rate att_535 att_421 att_454 att_235 att_other att_burned \
            drip_in_data drip_in_data_min drip_in_data_end drip_new_data; do
     cols+=("$(field "$f" "$out")")
   done
@@ -158,12 +160,12 @@ one() {
   log "$sc $which rep $rep: good client $(field ok "$out") ok $(field fail "$out") failed, $(field rate "$out") msgs/s, login p50 $(field login_p50_ms "$out") ms max $(field login_max_ms "$out") ms; alone: $(field base_rate "$out") msgs/s, login p50 $(field base_login_p50_ms "$out") ms"
 }
 
-HEADER='run_id	scenario	binary	rep	dur_s	base_ok	base_fail	base_msgs_per_s	base_login_p50_ms	base_msg_p50_ms	ok	fail	logins	msgs_per_s	login_p50_ms	login_p90_ms	login_max_ms	msg_p50_ms	msg_p90_ms	msg_max_ms	att_sent	att_per_s	att_535	att_421	att_454	att_235	att_other	att_burned	drip_in_data	drip_in_data_min	drip_in_data_end	drip_new_data	sink_count	auth_checked_logged	proxy_cpu_s'
+HEADER='run_id	scenario	binary	rep	dur_s	base_ok	base_fail	base_msgs_per_s	base_login_p50_ms	base_msg_p50_ms	ok	fail	logins	msgs_per_s	login_p50_ms	login_p90_ms	login_max_ms	msg_p50_ms	msg_p90_ms	msg_max_ms	att_sent	att_replies	att_per_s	att_535	att_421	att_454	att_235	att_other	att_burned	drip_in_data	drip_in_data_min	drip_in_data_end	drip_new_data	sink_count	auth_checked_logged	proxy_cpu_s'
 [ -s "$RES/attack.tsv" ] || echo "$HEADER" > "$RES/attack.tsv"
 {
   echo "attack run $RUN_ID: $(date -u '+%F %T') UTC; $(nproc) cores; $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "  before $BIN_BEFORE ($(sha256sum "$BIN_BEFORE" | cut -c1-12)), after $BIN_AFTER ($(sha256sum "$BIN_AFTER" | cut -c1-12)); tlsguard-bench from $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
-  echo "  REPS=$REPS SCENARIOS='$SCENARIOS' DUR=$DUR BASELINE=$BASELINE RAMP=$RAMP GRACE=$GRACE BCRYPT_COST=$BCRYPT_COST SPRAY_ATTACKERS=$SPRAY_ATTACKERS SPRAY_SRC=$SPRAY_SRC SPRAY_USERS=$SPRAY_USERS DRIP_ATTACKERS=$DRIP_ATTACKERS DRIP_SRC=$DRIP_SRC DRIP_BYTES=$DRIP_BYTES DRIP_EVERY=$DRIP_EVERY SINK_SLOTS=$SINK_SLOTS BACKEND_TIMEOUT=$BACKEND_TIMEOUT"
+  echo "  REPS=$REPS SCENARIOS='$SCENARIOS' DUR=$DUR BASELINE=$BASELINE RAMP=$RAMP GRACE=$GRACE BCRYPT_COST=$BCRYPT_COST SPRAY_ATTACKERS=$SPRAY_ATTACKERS SPRAY_SRC=$SPRAY_SRC SPRAY_USERS=$SPRAY_USERS SPRAY_GOOD_EVERY=$SPRAY_GOOD_EVERY DRIP_ATTACKERS=$DRIP_ATTACKERS DRIP_SRC=$DRIP_SRC DRIP_BYTES=$DRIP_BYTES DRIP_EVERY=$DRIP_EVERY SINK_SLOTS=$SINK_SLOTS BACKEND_TIMEOUT=$BACKEND_TIMEOUT"
   for v in BEFORE_BACKEND_YAML BEFORE_LIMITS_YAML AFTER_BACKEND_YAML AFTER_LIMITS_YAML; do
     [ -z "${!v:-}" ] || echo "  $v: $(echo "${!v}" | tr '\n' ';')"
   done
@@ -182,7 +184,7 @@ summary() {
   echo
   echo "### attack run $RUN_ID: medians of $REPS runs ($(nproc) cores); the good client alone for $BASELINE, then under attack for $DUR"
   echo
-  echo "| scenario | binary | alone: msgs/s | alone: login p50 ms | msgs/s | failed | login p50 ms | login p90 ms | login max ms | message p50 ms | message max ms | attack AUTH/s | passwords checked (log) | drip sessions in DATA (min) | proxy CPU s |"
+  echo "| scenario | binary | alone: msgs/s | alone: login p50 ms | msgs/s | failed | login p50 ms | login p90 ms | login max ms | message p50 ms | message max ms | attackers' AUTH answered/s | passwords checked (log) | drip sessions in DATA (min) | proxy CPU s |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   awk -F'\t' -v id="$RUN_ID" -v scens="$SCENARIOS" '
     NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }

@@ -8,8 +8,8 @@ package main
 // -attack-src addresses), and after -ramp it is measured for -duration.
 //
 //	spray  each attacker logs in with wrong passwords, one user name after
-//	       another (-spray-users names, and with -spray-good the good
-//	       client's own user every tenth try), as many times as a session
+//	       another (-spray-users names, and with -spray-good N the good
+//	       client's own user every Nth try), as many times as a session
 //	       allows; a session that is hung up on (421) burns its source
 //	       address and the attacker reconnects from the next unburned one
 //	drip   each attacker is an unauthenticated session that sends MAIL,
@@ -20,8 +20,10 @@ package main
 // The good client's figures: login latency (connect until 235), message
 // latency (connect until the 250 after the final dot), messages delivered
 // per second, and failed attempts by stage and reply (an attempt still
-// running -grace after the end is cut off and counted as failed). The attackers':
-// AUTH replies per second by code (spray) or sessions holding DATA (drip).
+// running -grace after the end is cut off and counted as failed). The
+// attackers': AUTH commands answered per second, by reply code (spray), or
+// sessions holding DATA and the refusals of the others (drip). Every
+// figure but the totals (att_sent_all) covers the measured phase only.
 // Failures of the good client are what is measured, not errors of the run:
 // the exit status is 0 once the run is complete.
 
@@ -130,7 +132,12 @@ func runGood(ctx context.Context, c *client, msg []byte, d time.Duration) *phase
 				if err := goodAttempt(gctx, c, msg, st); err != nil {
 					st.fail.Add(1)
 					if gctx.Err() != nil && ctx.Err() == nil {
-						err = fmt.Errorf("unfinished %v after the end: %w", c.o.grace, err)
+						stage := "connect"
+						var se *stageError
+						if errors.As(err, &se) {
+							stage = se.stage
+						}
+						err = fmt.Errorf("unfinished %v after the end (cut off at: %s)", c.o.grace, stage)
 					}
 					st.errs.add(err)
 					sleepCtx(gctx, pauseAfterFailure)
@@ -269,7 +276,7 @@ func (a *attackers) burn(ip net.IP) {
 // nextUser is the next user name to guess for.
 func (a *attackers) nextUser(good string) string {
 	n := a.users.Add(1)
-	if good != "" && n%10 == 0 {
+	if good != "" && n%uint64(a.c.o.sprayGood) == 0 {
 		return good
 	}
 	return "spray" + strconv.FormatUint(n%uint64(a.c.o.sprayUsers)+1, 10)
@@ -423,7 +430,7 @@ func runAttack(ctx context.Context, c *client, stdout io.Writer) int {
 	ao.auth = ""
 	a := &attackers{c: &client{o: &ao, target: atkTarget, tls: c.tls}, srcs: srcs, burned: make([]atomic.Bool, len(srcs))}
 	good := ""
-	if o.sprayGood {
+	if o.sprayGood > 0 {
 		good, _, _ = strings.Cut(o.auth, ":")
 	}
 
@@ -491,6 +498,7 @@ func runAttack(ctx context.Context, c *client, stdout io.Writer) int {
 	wg.Wait()
 
 	d := s1.minus(s0)
+	replies := d.r235 + d.r535 + d.r421 + d.r454 + d.rOther
 	perS := func(n int64) float64 { return float64(n) / win.Seconds() }
 	good1 := phaseFields(under)
 	if !o.quiet {
@@ -503,8 +511,8 @@ func runAttack(ctx context.Context, c *client, stdout io.Writer) int {
 		fmt.Fprintf(stdout, "  under attack (%.1f s, after a ramp of %.1f s): %s\n", under.wall.Seconds(), t0.Sub(rampStart).Seconds(), phaseLine(under))
 		under.errs.print(stdout)
 		if o.attack == "spray" {
-			fmt.Fprintf(stdout, "  attackers in that time: %d AUTH sent (%.1f/s); replies 535 %d, 421 %d, 454 %d, 235 %d, other %d; %d sessions, %d failed to open; %d of %d addresses hung up on\n",
-				d.sent, perS(d.sent), d.r535, d.r421, d.r454, d.r235, d.rOther, d.conns, d.connErrs, a.burnN.Load(), len(srcs))
+			fmt.Fprintf(stdout, "  attackers in that time: %d AUTH sent, %d answered (%.1f/s): 535 %d, 421 %d, 454 %d, 235 %d, other %d; %d sessions, %d failed to open; %d of %d addresses hung up on\n",
+				d.sent, replies, perS(replies), d.r535, d.r421, d.r454, d.r235, d.rOther, d.conns, d.connErrs, a.burnN.Load(), len(srcs))
 		} else {
 			fmt.Fprintf(stdout, "  attackers in that time: inside DATA %d at the start, %d at the end (min %d, max %d) of %d; %d new DATA, %d bytes dripped; %d sessions, %d failed to open\n",
 				inData0, inData1, minIn.Load(), maxIn.Load(), o.attackers, d.dataOK, d.dripped, d.conns, d.connErrs)
@@ -515,8 +523,8 @@ func runAttack(ctx context.Context, c *client, stdout io.Writer) int {
 	if base != nil {
 		line += " " + prefixFields("base_", phaseFields(base))
 	}
-	line += fmt.Sprintf(" att_sent_all=%d att_sent=%d att_rate=%.1f att_535=%d att_421=%d att_454=%d att_235=%d att_other=%d att_conns=%d att_conn_err=%d att_burned=%d drip_in_data=%d drip_in_data_end=%d drip_in_data_min=%d drip_new_data=%d",
-		a.st.sent.Load(), d.sent, perS(d.sent), d.r535, d.r421, d.r454, d.r235, d.rOther, d.conns, d.connErrs, a.burnN.Load(),
+	line += fmt.Sprintf(" att_sent_all=%d att_sent=%d att_replies=%d att_rate=%.1f att_535=%d att_421=%d att_454=%d att_235=%d att_other=%d att_conns=%d att_conn_err=%d att_burned=%d drip_in_data=%d drip_in_data_end=%d drip_in_data_min=%d drip_new_data=%d",
+		a.st.sent.Load(), d.sent, replies, perS(replies), d.r535, d.r421, d.r454, d.r235, d.rOther, d.conns, d.connErrs, a.burnN.Load(),
 		inData0, inData1, minIn.Load(), d.dataOK)
 	fmt.Fprintln(stdout, line)
 	return 0
@@ -616,6 +624,7 @@ func checkAttackFlags(o *options, fs *flag.FlagSet) error {
 		{"-attackers", o.attackers, 1, maxConc},
 		{"-spray-users", o.sprayUsers, 1, maxMessages},
 		{"-drip-bytes", o.dripBytes, 1, 1000},
+		{"-spray-good", o.sprayGood, 0, maxMessages},
 	} {
 		if c.v < c.lo || c.v > c.hi {
 			return fmt.Errorf("%s %d: must be between %d and %d", c.name, c.v, c.lo, c.hi)

@@ -237,6 +237,9 @@ func TestAttackFlags(t *testing.T) {
 	if o.conc != 1 || o.attackMode != "implicit" {
 		t.Errorf("defaults: c=%d attack-mode=%q, want one good session and implicit TLS for spray", o.conc, o.attackMode)
 	}
+	if o, err := parseFlags(append(append([]string{}, good...), "-spray-good", "2", "-c", "3"), io.Discard); err != nil || o.sprayGood != 2 || o.conc != 3 {
+		t.Errorf("-spray-good 2 -c 3: %v", err)
+	}
 	for _, bad := range [][]string{
 		{"-attack", "flood"},
 		{"-attack-src", "192.0.2.1-192.0.2.9"},
@@ -246,6 +249,7 @@ func TestAttackFlags(t *testing.T) {
 		{"-hold", "5"},
 		{"-duration", "0s"},
 		{"-attack-mode", "smtps"},
+		{"-spray-good", "-1"},
 	} {
 		if _, err := parseFlags(append(append([]string{}, good...), bad...), io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)

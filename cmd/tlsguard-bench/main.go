@@ -112,7 +112,7 @@ type options struct {
 	ramp       time.Duration
 	grace      time.Duration
 	sprayUsers int
-	sprayGood  bool
+	sprayGood  int
 	dripBytes  int
 	dripEvery  time.Duration
 }
@@ -197,7 +197,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.ramp, "ramp", 5*time.Second, "-attack: at most this long between starting the attackers and measuring (less once all are at work)")
 	fs.DurationVar(&o.grace, "grace", 10*time.Second, "-attack: a good attempt still running this long after the end is cut off and counted as failed")
 	fs.IntVar(&o.sprayUsers, "spray-users", 10000, "-attack spray: distinct user names guessed (spray1, spray2, ...)")
-	fs.BoolVar(&o.sprayGood, "spray-good", false, "-attack spray: every tenth guess is for the good client's own user (-auth)")
+	fs.IntVar(&o.sprayGood, "spray-good", 0, "-attack spray: every `N`th guess is for the good client's own user (-auth); 0: never")
 	fs.IntVar(&o.dripBytes, "drip-bytes", 8, "-attack drip: bytes written each -drip-every")
 	fs.DurationVar(&o.dripEvery, "drip-every", time.Second, "-attack drip: interval between writes")
 	fs.Usage = func() {
