@@ -184,7 +184,7 @@ summary() {
   echo
   echo "### attack run $RUN_ID: medians of $REPS runs ($(nproc) cores); the good client alone for $BASELINE, then under attack for $DUR"
   echo
-  echo "| scenario | binary | alone: msgs/s | alone: login p50 ms | msgs/s | failed | login p50 ms | login p90 ms | login max ms | message p50 ms | message max ms | attackers' AUTH answered/s | passwords checked (log) | drip sessions in DATA (min) | proxy CPU s |"
+  echo "| scenario | binary | alone: msgs/s | alone: login p50 ms | msgs/s | failed | login p50 ms | login p90 ms | login max ms | message p50 ms | message max ms | attackers' replies/s | passwords checked (log) | drip sessions in DATA (min) | proxy CPU s |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   awk -F'\t' -v id="$RUN_ID" -v scens="$SCENARIOS" '
     NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
