@@ -40,7 +40,8 @@ tree=$work/go-smtp
 cp -R "$src" "$tree"
 chmod -R u+w "$tree"
 for p in "$copy"/patches/*.patch; do
-	if ! (cd "$tree" && git apply --whitespace=nowarn "$p"); then
+	# Outside any repository (a TMPDIR inside one would shift the paths).
+	if ! (cd "$tree" && GIT_CEILING_DIRECTORIES=$work git apply --whitespace=nowarn "$p"); then
 		echo "go-smtp.sh: $(basename "$p") does not apply to $VERSION" >&2
 		exit 1
 	fi
