@@ -399,7 +399,7 @@ func (s *session) openBackend(tx *transaction, rcpt string, opts *smtp.RcptOptio
 				return err, nil
 			}
 		}
-		err, rerr := bc.c.MailRcpt(tx.from.String(), tx.opts, rcpt, opts)
+		err, rerr := bc.c.MailRcpt(tx.from.String(), backendMailOptions(bc, tx.opts), rcpt, opts)
 		if err == nil {
 			s.srv.metrics.backendReplies.WithLabelValues("mail", "250").Inc()
 			tx.bc = bc
@@ -416,6 +416,22 @@ func (s *session) openBackend(tx *transaction, rcpt string, opts *smtp.RcptOptio
 			return err, nil
 		}
 	}
+}
+
+// backendMailOptions adapts the client's MAIL parameters to bc: a backend
+// that does not offer 8BITMIME gets an 8-bit message undeclared (RFC 6152 3
+// leaves a relay to convert or send as is; go-smtp's client refuses to
+// declare BODY=8BITMIME to such a server), as tlsguard cannot convert it.
+func backendMailOptions(bc *backendConn, opts *smtp.MailOptions) *smtp.MailOptions {
+	if opts.Body != smtp.Body8BitMIME {
+		return opts
+	}
+	if ok, _ := bc.c.Extension("8BITMIME"); ok {
+		return opts
+	}
+	o := *opts
+	o.Body = ""
+	return &o
 }
 
 // Data streams the message to the backend and answers with the backend's
