@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -43,6 +44,10 @@ const (
 	// 300 s that RFC 5321 4.5.3.2.7 lets a server wait for a command, so a
 	// legacy server's connection slots come back soon after a burst.
 	DefaultPoolIdle = 20 * time.Second
+	// DefaultDataDoneTimeout is BackendConfig.DataDoneTimeout's default:
+	// the 10 minutes RFC 5321 4.5.3.2.6 gives a server to answer the final
+	// dot.
+	DefaultDataDoneTimeout = 10 * time.Minute
 )
 
 // capabilities are the backend EHLO keywords that change what we advertise.
@@ -66,6 +71,9 @@ func newBackend(cfg BackendConfig, hostname string, log *zap.Logger, m *Metrics)
 	if cfg.PoolIdle <= 0 {
 		cfg.PoolIdle = DefaultPoolIdle
 	}
+	if cfg.DataDoneTimeout <= 0 {
+		cfg.DataDoneTimeout = DefaultDataDoneTimeout
+	}
 	return &backend{cfg: cfg, hostname: hostname, log: log, metrics: m}
 }
 
@@ -88,8 +96,9 @@ func (b *backend) learn(ctx context.Context) error {
 // backendConn is one SMTP connection to the backend.
 type backendConn struct {
 	c      *smtp.Client
-	idleAt time.Time // when it went back to the pool
-	reused bool      // taken from the pool (may have gone stale)
+	dl     *deadlineConn // the TCP connection, under TLS if any
+	idleAt time.Time     // when it went back to the pool
+	reused bool          // taken from the pool (may have gone stale)
 }
 
 // get returns an idle connection from the pool or dials a new one.
@@ -186,7 +195,8 @@ func (b *backend) dial(ctx context.Context) (*backendConn, error) {
 		return nil, fmt.Errorf("backend %s: %w", b.cfg.Address, err)
 	}
 	// Every write to the backend is bounded too (DATA streams through here).
-	raw = &deadlineConn{Conn: raw, timeout: b.cfg.Timeout}
+	dl := &deadlineConn{Conn: raw, timeout: b.cfg.Timeout}
+	raw = dl
 	var c *smtp.Client
 	switch b.cfg.TLS {
 	case TLSImplicit:
@@ -230,7 +240,7 @@ func (b *backend) dial(ctx context.Context) (*backendConn, error) {
 	if b.metrics != nil {
 		b.metrics.backendOpened.Inc()
 	}
-	return &backendConn{c: c}, nil
+	return &backendConn{c: c, dl: dl}, nil
 }
 
 // startTLS reads the greeting, says EHLO, checks that STARTTLS is offered,
@@ -327,12 +337,24 @@ func (bc *backendConn) abort() { bc.c.Close() }
 // deadlineConn gives every read and write its own deadline.
 type deadlineConn struct {
 	net.Conn
-	timeout time.Duration
+	timeout     time.Duration
+	readTimeout atomic.Int64 // nanoseconds; 0: timeout
 }
 
 func (d *deadlineConn) Read(b []byte) (int, error) {
-	d.Conn.SetReadDeadline(time.Now().Add(d.timeout))
+	t := d.timeout
+	if rt := time.Duration(d.readTimeout.Load()); rt > 0 {
+		t = rt
+	}
+	d.Conn.SetReadDeadline(time.Now().Add(t))
 	return d.Conn.Read(b)
+}
+
+// awaitFinal makes the reads that follow wait up to d for each piece of the
+// reply (the final dot's), and returns the function that restores Timeout.
+func (bc *backendConn) awaitFinal(d time.Duration) (restore func()) {
+	bc.dl.readTimeout.Store(int64(d))
+	return func() { bc.dl.readTimeout.Store(0) }
 }
 
 func (d *deadlineConn) Write(b []byte) (int, error) {

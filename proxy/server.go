@@ -65,8 +65,13 @@ type BackendConfig struct {
 	// TLSConfig is used when TLS is not none; ServerName must be set.
 	TLSConfig *tls.Config
 	// Timeout bounds the connection and each command; DATA is bounded by
-	// Timeout per write and per reply.
+	// Timeout per write and per reply, except the reply to the final dot.
 	Timeout time.Duration
+	// DataDoneTimeout bounds the wait for the reply to the end-of-data dot;
+	// 0 means DefaultDataDoneTimeout. A backend may scan or queue the
+	// message meanwhile: giving up sooner answers 451 for a message the
+	// backend then stores, and the client's retry stores it twice.
+	DataDoneTimeout time.Duration
 	// PoolSize bounds the idle connections kept for reuse by later
 	// sessions: 0 means DefaultPoolSize, a negative value no reuse (a new
 	// connection, greeting and EHLO for every session that sends mail; a

@@ -476,7 +476,12 @@ func (s *session) forward(tx *transaction, r io.Reader) (*smtp.SMTPError, int64,
 		return nil, n, s.dataError(r, werr, err)
 	}
 	sent := time.Now()
+	// RFC 5321 4.5.3.2.6: the server may take 10 minutes to answer the dot
+	// (it scans or queues the message meanwhile). The client waits as long:
+	// nothing is read from or written to it until this reply is there.
+	restore := bc.awaitFinal(s.srv.backend.cfg.DataDoneTimeout)
 	resp, err := w.Response()
+	restore()
 	s.srv.metrics.deliveryLatency.WithLabelValues(s.lc.Name).Observe(time.Since(sent).Seconds())
 	if err != nil {
 		se := backendReply(err)

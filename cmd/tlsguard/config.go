@@ -64,15 +64,17 @@ type ProxyProtocolConf struct {
 
 // BackendConf is the backend section.
 type BackendConf struct {
-	Pos           yamlx.Pos
-	Address       string        `yaml:"address"`
-	TLS           string        `yaml:"tls"`
-	Timeout       time.Duration `yaml:"timeout"`
-	TLSServerName string        `yaml:"tls_server_name"`
-	TLSCAFile     string        `yaml:"tls_ca_file"`
-	TLSSkipVerify bool          `yaml:"tls_skip_verify"`
-	PoolSize      *int          `yaml:"pool_size"`
-	PoolIdle      time.Duration `yaml:"pool_idle"`
+	Pos     yamlx.Pos
+	Address string        `yaml:"address"`
+	TLS     string        `yaml:"tls"`
+	Timeout time.Duration `yaml:"timeout"`
+	// DataDoneTimeout bounds the wait for the reply to the final dot.
+	DataDoneTimeout time.Duration `yaml:"data_done_timeout"`
+	TLSServerName   string        `yaml:"tls_server_name"`
+	TLSCAFile       string        `yaml:"tls_ca_file"`
+	TLSSkipVerify   bool          `yaml:"tls_skip_verify"`
+	PoolSize        *int          `yaml:"pool_size"`
+	PoolIdle        time.Duration `yaml:"pool_idle"`
 }
 
 // AuthConf is the auth section: where credentials are checked.
@@ -218,6 +220,14 @@ func (c *Config) validate() yamlx.Errors {
 	}
 	if b.Timeout == 0 {
 		b.Timeout = 30 * time.Second
+	}
+	switch {
+	case b.DataDoneTimeout < 0:
+		add(b.Pos, "data_done_timeout", "must not be negative")
+	case b.DataDoneTimeout == 0:
+		b.DataDoneTimeout = max(proxy.DefaultDataDoneTimeout, b.Timeout)
+	case b.DataDoneTimeout < b.Timeout:
+		add(b.Pos, "data_done_timeout", "must not be shorter than backend.timeout (%v): the reply to the final dot may take longer than any other (RFC 5321 4.5.3.2.6 allows 10m)", b.Timeout)
 	}
 	if b.PoolSize != nil && *b.PoolSize < 0 {
 		add(b.Pos, "pool_size", "must not be negative (0: no reuse of backend connections across sessions)")

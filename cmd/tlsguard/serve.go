@@ -253,7 +253,7 @@ func (h htpasswdAuth) Authenticate(_ context.Context, user, password string) (bo
 // backendConfig builds the backend leg, with its TLS settings.
 func (a *app) backendConfig() (proxy.BackendConfig, error) {
 	b := a.cfg.Backend
-	out := proxy.BackendConfig{Address: b.Address, TLS: proxy.TLSMode(b.TLS), Timeout: b.Timeout, PoolIdle: b.PoolIdle}
+	out := proxy.BackendConfig{Address: b.Address, TLS: proxy.TLSMode(b.TLS), Timeout: b.Timeout, DataDoneTimeout: b.DataDoneTimeout, PoolIdle: b.PoolIdle}
 	if b.PoolSize != nil { // unset: 0, the proxy's default
 		out.PoolSize = *b.PoolSize
 		if out.PoolSize == 0 {
