@@ -81,6 +81,22 @@ type BackendConfig struct {
 	// PoolIdle is how long an idle connection is kept; 0 means
 	// DefaultPoolIdle.
 	PoolIdle time.Duration
+	// MaxConnections caps the connections open to the backend at once,
+	// idle ones included (they are closed to make room); 0 means
+	// DefaultMaxConnections, a negative value no cap.
+	MaxConnections int
+	// ReservedAuthenticated is the part of MaxConnections that only
+	// authenticated sessions may use; 0 means a fifth of MaxConnections, a
+	// negative value none.
+	ReservedAuthenticated int
+	// SpoolAfter is how long a message may take to arrive while it holds a
+	// backend connection; a slower one is spooled (memory, then a file in
+	// SpoolDir), the connection freed, and the message sent once complete.
+	// 0 means DefaultSpoolAfter.
+	SpoolAfter time.Duration
+	// SpoolDir holds spool files ("": os.TempDir()); each is unlinked as
+	// soon as it is created.
+	SpoolDir string
 }
 
 // Limits bound what one client may use. Zero fields take the defaults from

@@ -75,6 +75,13 @@ type BackendConf struct {
 	TLSSkipVerify   bool          `yaml:"tls_skip_verify"`
 	PoolSize        *int          `yaml:"pool_size"`
 	PoolIdle        time.Duration `yaml:"pool_idle"`
+	// MaxConnections caps the connections open to the backend at once.
+	MaxConnections *int `yaml:"max_connections"`
+	// ReservedAuthenticated is the part of the cap only logged-in
+	// sessions may use.
+	ReservedAuthenticated *int `yaml:"reserved_authenticated"`
+	// SpoolAfter frees the backend connection of a message slower than this.
+	SpoolAfter time.Duration `yaml:"spool_after"`
 }
 
 // AuthConf is the auth section: where credentials are checked.
@@ -239,6 +246,24 @@ func (c *Config) validate() yamlx.Errors {
 		add(b.Pos, "pool_idle", "must be under 5m: a server may drop a connection idle for 5 minutes (RFC 5321 4.5.3.2.7)")
 	case b.PoolIdle == 0:
 		b.PoolIdle = proxy.DefaultPoolIdle
+	}
+	if b.MaxConnections != nil && *b.MaxConnections < 1 {
+		add(b.Pos, "max_connections", "must be at least 1")
+	}
+	if r := b.ReservedAuthenticated; r != nil {
+		limit := proxy.DefaultMaxConnections
+		if b.MaxConnections != nil {
+			limit = *b.MaxConnections
+		}
+		if *r < 0 || *r >= limit {
+			add(b.Pos, "reserved_authenticated", "must be from 0 to max_connections-1 (%d): unauthenticated sessions need at least one connection", limit-1)
+		}
+	}
+	switch {
+	case b.SpoolAfter < 0:
+		add(b.Pos, "spool_after", "must not be negative")
+	case b.SpoolAfter == 0:
+		b.SpoolAfter = proxy.DefaultSpoolAfter
 	}
 	if c.Auth.UsersFile != "" && c.Auth.Backend {
 		add(c.Auth.Pos, "backend", "choose one: users_file or backend: true")

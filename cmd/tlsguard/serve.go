@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"reflect"
 	"syscall"
 	"time"
@@ -254,6 +255,20 @@ func (h htpasswdAuth) Authenticate(_ context.Context, user, password string) (bo
 func (a *app) backendConfig() (proxy.BackendConfig, error) {
 	b := a.cfg.Backend
 	out := proxy.BackendConfig{Address: b.Address, TLS: proxy.TLSMode(b.TLS), Timeout: b.Timeout, DataDoneTimeout: b.DataDoneTimeout, PoolIdle: b.PoolIdle}
+	out.SpoolAfter = b.SpoolAfter
+	out.SpoolDir = filepath.Join(a.cfg.StateDir, "spool")
+	if err := os.MkdirAll(out.SpoolDir, 0o700); err != nil {
+		return out, fmt.Errorf("backend spool: %w", err)
+	}
+	if b.MaxConnections != nil {
+		out.MaxConnections = *b.MaxConnections
+	}
+	if r := b.ReservedAuthenticated; r != nil {
+		out.ReservedAuthenticated = *r
+		if *r == 0 {
+			out.ReservedAuthenticated = -1 // 0 means none reserved
+		}
+	}
 	if b.PoolSize != nil { // unset: 0, the proxy's default
 		out.PoolSize = *b.PoolSize
 		if out.PoolSize == 0 {
