@@ -305,9 +305,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if tx.bc == nil && len(tx.rcpts) > 0 {
 		// The connection was freed while the client paused (holdBackend):
 		// open the transaction again with the recipients accepted so far.
-		bc, err := s.replay(tx)
-		if err != nil {
-			s.srv.log.Warn("backend transaction not reopened", zap.String("session", s.conn.id), zap.Error(err))
+		bc, rerr := s.replay(tx)
+		if rerr != nil {
+			s.srv.log.Warn("backend transaction not reopened", zap.String("session", s.conn.id), zap.Error(rerr))
 			tx.broken = true
 			return errBackendFailed
 		}
