@@ -258,7 +258,10 @@ func (a *app) backendConfig() (proxy.BackendConfig, error) {
 	out.SpoolAfter = b.SpoolAfter
 	out.SpoolDir = filepath.Join(a.cfg.StateDir, "spool")
 	if err := os.MkdirAll(out.SpoolDir, 0o700); err != nil {
-		return out, fmt.Errorf("backend spool: %w", err)
+		// A read-only state_dir must not stop mail: the system's temporary
+		// folder serves (spool files are unlinked at once either way).
+		a.log.Warn("backend spool folder not usable; spooling to the temporary folder", zap.Error(err))
+		out.SpoolDir = ""
 	}
 	if b.MaxConnections != nil {
 		out.MaxConnections = *b.MaxConnections
