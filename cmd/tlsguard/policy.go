@@ -203,6 +203,9 @@ func printExplanation(w io.Writer, s policy.Session, env policy.Envelope, rcpt p
 	fmt.Fprintf(w, "decision: %s\n", d.Action)
 	fmt.Fprintf(w, "reply:    %s\n", d.Reply)
 	fmt.Fprintf(w, "rule:     %s (%s)\n", d.Rule, d.Source)
+	for _, sh := range d.Shadow {
+		fmt.Fprintf(w, "shadow:   rule %s (%s, mode: shadow) would %s: %s\n", sh.Rule, sh.Source, sh.Would, sh.Reply)
+	}
 	fmt.Fprintln(w, "how:")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, st := range x.Steps {
@@ -210,6 +213,8 @@ func printExplanation(w io.Writer, s policy.Session, env policy.Envelope, rcpt p
 		switch {
 		case st.Decided:
 			mark = "DECIDED"
+		case st.Shadow:
+			mark = "SHADOW"
 		case st.Matched || st.Stage == "limit":
 			mark = "ok"
 		case st.Stage == "mail":
