@@ -21,6 +21,7 @@ type Metrics struct {
 	startTLS        *prometheus.CounterVec
 	auth            *prometheus.CounterVec
 	decisions       *prometheus.CounterVec
+	shadow          *prometheus.CounterVec
 	relayDenied     *prometheus.CounterVec
 	backendErrors   *prometheus.CounterVec
 	backendReplies  *prometheus.CounterVec
@@ -53,6 +54,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "AUTH attempts by mechanism and result (success, failure, throttled, error)."}, []string{"listener", "mechanism", "result"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "policy_decisions_total",
 			Help: "Policy decisions for recipients by rule and action."}, []string{"rule", "action"}),
+		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "policy_shadow_total",
+			Help: "Recipient decisions a rule in mode: shadow would have made differently, by rule and the action it would have taken."}, []string{"rule", "would"}),
 		relayDenied: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "relay_denied_total",
 			Help: "Recipients refused with 550 5.7.1 relaying denied, per listener."}, []string{"listener"}),
 		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_errors_total",
@@ -71,7 +74,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from the client's end of DATA to the backend's reply.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"listener"}),
 	}
-	reg.MustRegister(m.sessionsOpen, m.sessionsTotal, m.refused, m.handshakes, m.startTLS, m.auth, m.decisions,
+	reg.MustRegister(m.sessionsOpen, m.sessionsTotal, m.refused, m.handshakes, m.startTLS, m.auth, m.decisions, m.shadow,
 		m.relayDenied, m.backendErrors, m.backendReplies, m.backendOpened, m.backendIdle, m.messages, m.messageBytes, m.deliveryLatency)
 	return m
 }
@@ -92,6 +95,9 @@ func codeLabel(code int) string {
 func (s *Server) countDecision(listener string, d policy.Decision) {
 	rule, _, _ := strings.Cut(d.Rule, " (")
 	s.metrics.decisions.WithLabelValues(rule, strings.ToLower(d.Action.String())).Inc()
+	for _, sh := range d.Shadow {
+		s.metrics.shadow.WithLabelValues(sh.Rule, sh.Would.String()).Inc()
+	}
 	if d.Reply.Code == 550 && d.Reply.Enhanced == [3]int{5, 7, 1} {
 		s.metrics.relayDenied.WithLabelValues(listener).Inc()
 	}
