@@ -38,6 +38,13 @@ func newRegistry(certs func() *certs.Manager) (*prometheus.Registry, *adminMetri
 	m := &adminMetrics{reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tlsguard", Name: "reloads_total",
 		Help: "Reloads by what (policy, users, certificates) and result (ok, failed)."}, []string{"what", "result"})}
 	reg.MustRegister(m.reloads, &expiryCollector{certs: certs})
+	// Every pair exists from the start at 0, so an alert on failed reloads
+	// sees a series before the first failure.
+	for _, what := range []string{"policy", "users", "certificates"} {
+		for _, result := range []string{"ok", "failed"} {
+			m.reloads.WithLabelValues(what, result)
+		}
+	}
 	return reg, m
 }
 
@@ -115,6 +122,18 @@ func probeBackend(ctx context.Context, addr string, timeout time.Duration) error
 
 // serveAdmin starts the admin HTTP server; the returned func stops it.
 func serveAdmin(addr string, reg *prometheus.Registry, ready *readiness, log *zap.Logger) (func(context.Context) error, error) {
+	// tlsguard_ready is /readyz as a metric (probed at scrape time, with the
+	// same cache), so an alert can follow readiness.
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tlsguard", Name: "ready",
+		Help: "1 when /readyz would answer 200 (listeners up, a certificate loaded, the backend greets), else 0."},
+		func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), min(ready.timeout, 5*time.Second))
+			defer cancel()
+			if ready.check(ctx) != nil {
+				return 0
+			}
+			return 1
+		}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
