@@ -99,6 +99,21 @@ func (r *readiness) check(ctx context.Context) error {
 	return r.lastErr
 }
 
+// state is readiness without a new probe: the listeners and certificates
+// now, the backend as the last /readyz probe found it (ready until one
+// fails).
+func (r *readiness) state() float64 {
+	if !r.listening() || !r.certsOK() {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lastErr != nil {
+		return 0
+	}
+	return 1
+}
+
 // probeBackend connects and reads the 220 greeting, then says QUIT.
 func probeBackend(ctx context.Context, addr string, timeout time.Duration) error {
 	d := net.Dialer{Timeout: timeout}
@@ -122,18 +137,11 @@ func probeBackend(ctx context.Context, addr string, timeout time.Duration) error
 
 // serveAdmin starts the admin HTTP server; the returned func stops it.
 func serveAdmin(addr string, reg *prometheus.Registry, ready *readiness, log *zap.Logger) (func(context.Context) error, error) {
-	// tlsguard_ready is /readyz as a metric (probed at scrape time, with the
-	// same cache), so an alert can follow readiness.
+	// tlsguard_ready follows readiness without probing: a scrape must not
+	// open connections to the legacy backend.
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tlsguard", Name: "ready",
-		Help: "1 when /readyz would answer 200 (listeners up, a certificate loaded, the backend greets), else 0."},
-		func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), min(ready.timeout, 5*time.Second))
-			defer cancel()
-			if ready.check(ctx) != nil {
-				return 0
-			}
-			return 1
-		}))
+		Help: "1 while the listeners serve, a certificate is loaded and the last backend probe of /readyz (if any) succeeded; else 0."},
+		ready.state))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
