@@ -74,13 +74,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from the client's end of DATA to the backend's reply.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"listener"}),
 	}
+	reg.MustRegister(m.sessionsOpen, m.sessionsTotal, m.refused, m.handshakes, m.startTLS, m.auth, m.decisions,
+		m.relayDenied, m.backendErrors, m.backendReplies, m.backendOpened, m.backendIdle, m.messages, m.messageBytes, m.deliveryLatency)
+	reg.MustRegister(m.shadow)
 	// The fixed stages exist from the start at 0, so an alert on backend
 	// errors sees a series before the first error.
 	for _, stage := range []string{"connect", "mail", "rcpt", "data"} {
 		m.backendErrors.WithLabelValues(stage)
 	}
-	reg.MustRegister(m.sessionsOpen, m.sessionsTotal, m.refused, m.handshakes, m.startTLS, m.auth, m.decisions, m.shadow,
-		m.relayDenied, m.backendErrors, m.backendReplies, m.backendOpened, m.backendIdle, m.messages, m.messageBytes, m.deliveryLatency)
 	return m
 }
 
