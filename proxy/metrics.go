@@ -54,8 +54,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "AUTH attempts by mechanism and result (success, failure, throttled, error)."}, []string{"listener", "mechanism", "result"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "policy_decisions_total",
 			Help: "Policy decisions for recipients by rule and action."}, []string{"rule", "action"}),
-		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "policy_shadow_total",
-			Help: "Recipient decisions a rule in mode: shadow would have made differently, by rule and the action it would have taken."}, []string{"rule", "would"}),
 		relayDenied: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "relay_denied_total",
 			Help: "Recipients refused with 550 5.7.1 relaying denied, per listener."}, []string{"listener"}),
 		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_errors_total",
@@ -74,14 +72,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from the client's end of DATA to the backend's reply.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"listener"}),
 	}
-	reg.MustRegister(m.sessionsOpen, m.sessionsTotal, m.refused, m.handshakes, m.startTLS, m.auth, m.decisions,
-		m.relayDenied, m.backendErrors, m.backendReplies, m.backendOpened, m.backendIdle, m.messages, m.messageBytes, m.deliveryLatency)
+	m.shadow = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "policy_shadow_total",
+		Help: "Recipient decisions a rule in mode: shadow would have made differently, by rule and the action it would have taken."}, []string{"rule", "would"})
 	reg.MustRegister(m.shadow)
 	// The fixed stages exist from the start at 0, so an alert on backend
 	// errors sees a series before the first error.
 	for _, stage := range []string{"connect", "mail", "rcpt", "data"} {
 		m.backendErrors.WithLabelValues(stage)
 	}
+
+	reg.MustRegister(m.sessionsOpen, m.sessionsTotal, m.refused, m.handshakes, m.startTLS, m.auth, m.decisions,
+		m.relayDenied, m.backendErrors, m.backendReplies, m.backendOpened, m.backendIdle, m.messages, m.messageBytes, m.deliveryLatency)
 	return m
 }
 
