@@ -21,6 +21,7 @@ type Metrics struct {
 	startTLS        *prometheus.CounterVec
 	auth            *prometheus.CounterVec
 	decisions       *prometheus.CounterVec
+	shadow          *prometheus.CounterVec
 	relayDenied     *prometheus.CounterVec
 	backendErrors   *prometheus.CounterVec
 	backendReplies  *prometheus.CounterVec
@@ -83,6 +84,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from the client's end of DATA to the backend's reply.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"listener"}),
 	}
+	m.shadow = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "policy_shadow_total",
+		Help: "Recipient decisions a rule in mode: shadow would have made differently, by rule and the action it would have taken."}, []string{"rule", "would"})
+	reg.MustRegister(m.shadow)
+	// The fixed stages exist from the start at 0, so an alert on backend
+	// errors sees a series before the first error.
+	for _, stage := range []string{"connect", "mail", "rcpt", "data"} {
+		m.backendErrors.WithLabelValues(stage)
+	}
+
 	reg.MustRegister(m.sessionsOpen, m.sessionsTotal, m.refused, m.handshakes, m.startTLS, m.auth, m.decisions,
 		m.relayDenied, m.backendErrors, m.backendReplies, m.backendOpened, m.backendIdle, m.backendActive, m.slotWaits, m.slotTimeouts, m.spooled, m.messages, m.messageBytes, m.deliveryLatency)
 	return m
@@ -104,6 +114,9 @@ func codeLabel(code int) string {
 func (s *Server) countDecision(listener string, d policy.Decision) {
 	rule, _, _ := strings.Cut(d.Rule, " (")
 	s.metrics.decisions.WithLabelValues(rule, strings.ToLower(d.Action.String())).Inc()
+	for _, sh := range d.Shadow {
+		s.metrics.shadow.WithLabelValues(sh.Rule, sh.Would.String()).Inc()
+	}
 	if d.Reply.Code == 550 && d.Reply.Enhanced == [3]int{5, 7, 1} {
 		s.metrics.relayDenied.WithLabelValues(listener).Inc()
 	}

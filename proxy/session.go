@@ -803,7 +803,9 @@ type transaction struct {
 	rcptOpts  []*smtp.RcptOptions // the client's, for a replay
 	rules     []string            // the rule that accepted each recipient
 	refused   []refusal
-	dsnStrip  []string // DSN parameters not forwarded (DSNMode), for the log
+	check     string       // the check that decided the last recipient (policyRcpt)
+	shadow    []shadowNote // what shadow rules would have decided (bounded)
+	dsnStrip  []string     // DSN parameters not forwarded (DSNMode), for the log
 	bc        *backendConn
 	broken    bool        // the backend leg failed: nothing more can succeed
 	spooled   bool        // its backend connection was freed during DATA
@@ -817,13 +819,18 @@ type transaction struct {
 	result    string
 }
 
-type refusal struct{ rcpt, rule, reply string }
+type refusal struct {
+	rcpt, rule, reply string
+	check             string // which check decided: policyRcpt's word, "" before it ran
+	before            int    // recipients accepted before this one
+}
 
 // note records a refused recipient for the transaction log (bounded).
 func (tx *transaction) note(rcpt, rule, reply string) {
 	if len(tx.refused) < 20 {
-		tx.refused = append(tx.refused, refusal{rcpt, rule, reply})
+		tx.refused = append(tx.refused, refusal{rcpt, rule, reply, tx.check, len(tx.rcpts)})
 	}
+	tx.check = ""
 }
 
 func (tx *transaction) stopIdleTimer() {
