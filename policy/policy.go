@@ -1,7 +1,6 @@
 // Package policy is tlsguard's relay policy: the YAML policy model with strict
 // loading, parsing and normalisation of envelope addresses, the decisions the
-// proxy asks for at each SMTP step, rate-limit counters, and credential
-// sources.
+// proxy asks for at each SMTP step, and rate-limit counters.
 //
 // A *Policy is immutable once built and safe for concurrent use; a reload
 // builds a new one and swaps it in. Every decision is a pure function of the

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tlsguard/tlsguard/certs"
+	"github.com/tlsguard/tlsguard/internal/auth"
 	"github.com/tlsguard/tlsguard/logging"
 	"github.com/tlsguard/tlsguard/policy"
 	"github.com/tlsguard/tlsguard/proxy"
@@ -225,30 +226,23 @@ func (a *app) loadPolicy() (*policy.Policy, error) {
 }
 
 // authenticator builds the credential check the config asks for, or nil.
-func (a *app) authenticator() (proxy.Authenticator, error) {
+func (a *app) authenticator() (auth.Source, error) {
 	switch {
 	case a.cfg.Auth.UsersFile != "":
-		h, err := policy.LoadHtpasswd(a.cfg.Auth.UsersFile)
+		h, err := auth.LoadHtpasswd(a.cfg.Auth.UsersFile)
 		if err != nil {
 			return nil, fmt.Errorf("auth.users_file: %w", err)
 		}
 		a.log.Info("users loaded", zap.String("users_file", a.cfg.Auth.UsersFile), zap.Int("users", h.Users()))
-		return htpasswdAuth{h}, nil
+		return auth.NewChain(nil, auth.Named{Name: "htpasswd", Source: h}), nil
 	case a.cfg.Auth.Backend:
 		b, err := a.backendConfig()
 		if err != nil {
 			return nil, err
 		}
-		return proxy.NewBackendAuthenticator(b, a.cfg.Hostname), nil
+		return auth.NewChain(nil, auth.Named{Name: "backend", Source: proxy.NewBackendAuthenticator(b, a.cfg.Hostname)}), nil
 	}
 	return nil, nil
-}
-
-// htpasswdAuth adapts policy.Htpasswd to proxy.Authenticator.
-type htpasswdAuth struct{ h *policy.Htpasswd }
-
-func (h htpasswdAuth) Authenticate(_ context.Context, user, password string) (bool, error) {
-	return h.h.Verify(user, password), nil
 }
 
 // backendConfig builds the backend leg, with its TLS settings.
