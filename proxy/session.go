@@ -82,6 +82,8 @@ type session struct {
 
 	mu        sync.Mutex // go-smtp calls Reset and Logout while a BDAT Data runs
 	user      string     // authenticated user; "" if none
+	groups    []string   // the user's groups and addresses in the source that
+	addresses []string   // accepted the password, for the policy
 	tx        *transaction
 	dataTx    *transaction // the transaction Data is streaming, if any
 	abortData func()       // aborts that stream
@@ -95,7 +97,8 @@ var (
 
 // facts are what the policy judges this session by.
 func (s *session) facts() policy.Session {
-	return policy.Session{Listener: s.lc.Name, TLS: s.tls != nil, User: s.user, ClientIP: s.conn.ip}
+	return policy.Session{Listener: s.lc.Name, TLS: s.tls != nil, User: s.user, ClientIP: s.conn.ip,
+		Groups: s.groups, Addresses: s.addresses}
 }
 
 // reply is the one place where errors become SMTP replies: a bare
@@ -196,9 +199,9 @@ func (s *session) authenticate(a auth.Source, mech, identity, user, pass string)
 	if identity != "" && identity != user {
 		return s.authFailed(log, mech, res.Fail(), false, "authorization identity differs from login")
 	}
-	_, err := s.check(a, user, pass, known)
-	if src := auth.SourceOf(err); src != "" {
-		log = log.With(zap.String("source", src))
+	id, err := s.check(a, user, pass, known)
+	if src := auth.SourceOf(err); src != "" || id.Source != "" {
+		log = log.With(zap.String("source", src+id.Source))
 	}
 	if err == errAuthBusy {
 		res.Refund()
@@ -217,7 +220,7 @@ func (s *session) authenticate(a auth.Source, mech, identity, user, pass string)
 	}
 	res.Refund()
 	th.Remember(who, addr)
-	s.user = user
+	s.user, s.groups, s.addresses = user, id.Groups, id.Addresses
 	s.conn.summary(func(sum *sessionSummary) { sum.user = user })
 	s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "success").Inc()
 	log.Info("auth succeeded", zap.Bool("password_checked", true), zap.Bool("known_address", known))

@@ -76,13 +76,6 @@ type BackendConf struct {
 	PoolIdle      time.Duration `yaml:"pool_idle"`
 }
 
-// AuthConf is the auth section: where credentials are checked.
-type AuthConf struct {
-	Pos       yamlx.Pos
-	UsersFile string `yaml:"users_file"`
-	Backend   bool   `yaml:"backend"`
-}
-
 // LimitsConf is the limits section; zero means the default in proxy.DefaultLimits.
 type LimitsConf struct {
 	Pos              yamlx.Pos
@@ -235,9 +228,7 @@ func (c *Config) validate() yamlx.Errors {
 	case b.PoolIdle == 0:
 		b.PoolIdle = proxy.DefaultPoolIdle
 	}
-	if c.Auth.UsersFile != "" && c.Auth.Backend {
-		add(c.Auth.Pos, "backend", "choose one: users_file or backend: true")
-	}
+	errs = append(errs, c.Auth.validate()...)
 	if c.Policy == "" {
 		add(c.Pos, "policy", "is required: the relay policy file (see policies/default.yaml)")
 	}
@@ -326,7 +317,7 @@ func (c *Config) resolvePaths(dir string) {
 	}
 	abs(&c.StateDir)
 	abs(&c.Policy)
-	abs(&c.Auth.UsersFile)
+	c.Auth.resolvePaths(abs)
 	abs(&c.Backend.TLSCAFile)
 	c.TLS.ResolvePaths(dir)
 }

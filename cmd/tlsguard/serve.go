@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/tlsguard/tlsguard/certs"
@@ -67,6 +68,9 @@ type app struct {
 	certs   *certs.Manager
 	srv     *proxy.Server
 	metrics *adminMetrics
+
+	registry    prometheus.Registerer
+	authMetrics *auth.Metrics // built once: reloads rebuild the sources, not their metrics
 }
 
 // reloaded counts a reload of what and logs a refusal.
@@ -93,6 +97,8 @@ func serve(cfg *Config, log *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
+	reg, am := newRegistry(func() *certs.Manager { return a.certs })
+	a.metrics, a.registry = am, reg
 	auth, err := a.authenticator()
 	if err != nil {
 		return err
@@ -110,8 +116,6 @@ func serve(cfg *Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	reg, am := newRegistry(func() *certs.Manager { return a.certs })
-	a.metrics = am
 	a.srv, err = proxy.New(proxy.Config{
 		Metrics:         proxy.NewMetrics(reg),
 		Hostname:        cfg.Hostname,
@@ -129,7 +133,7 @@ func serve(cfg *Config, log *zap.Logger) error {
 		return err
 	}
 	if auth == nil {
-		log.Warn("no auth configured (auth.users_file or auth.backend): AUTH is not offered, only local delivery and trusted networks work")
+		log.Warn("no auth configured (auth.sources, auth.users_file or auth.backend): AUTH is not offered, only local delivery and trusted networks work")
 	}
 	startCtx, cancel := context.WithTimeout(ctx, cfg.Backend.Timeout)
 	err = a.srv.Start(startCtx)
@@ -227,22 +231,22 @@ func (a *app) loadPolicy() (*policy.Policy, error) {
 
 // authenticator builds the credential check the config asks for, or nil.
 func (a *app) authenticator() (auth.Source, error) {
-	switch {
-	case a.cfg.Auth.UsersFile != "":
-		h, err := auth.LoadHtpasswd(a.cfg.Auth.UsersFile)
-		if err != nil {
-			return nil, fmt.Errorf("auth.users_file: %w", err)
-		}
-		a.log.Info("users loaded", zap.String("users_file", a.cfg.Auth.UsersFile), zap.Int("users", h.Users()))
-		return auth.NewChain(nil, auth.Named{Name: "htpasswd", Source: h}), nil
-	case a.cfg.Auth.Backend:
-		b, err := a.backendConfig()
-		if err != nil {
-			return nil, err
-		}
-		return auth.NewChain(nil, auth.Named{Name: "backend", Source: proxy.NewBackendAuthenticator(b, a.cfg.Hostname)}), nil
+	if a.authMetrics == nil {
+		a.authMetrics = auth.NewMetrics(a.registry)
 	}
-	return nil, nil
+	src, chain, err := a.cfg.Auth.build(authBuild{
+		backend:  a.backendConfig,
+		hostname: a.cfg.Hostname,
+		obs:      a.authMetrics,
+		info:     func(msg string, kv ...any) { a.log.Sugar().Infow(msg, kv...) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	if chain != nil {
+		a.log.Info("credential sources", zap.Strings("sources", chain.Sources()))
+	}
+	return src, nil
 }
 
 // backendConfig builds the backend leg, with its TLS settings.
