@@ -5,6 +5,7 @@ package e2e
 // by the test on loopback, with Postfix as the backend.
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -339,6 +340,41 @@ func TestIdentityLDAPBindTemplate(t *testing.T) {
 		t.Error("a login with a comma bound as another entry")
 	}
 	pf.WaitMessages(t, carol, 1)
+
+	// tlsguard auth test: the password on stdin, the source, groups and
+	// addresses printed; no mail.
+	code, out := authTestCmd(t, g.ConfigFile, "alice", "alice-ldap-pw\n")
+	if code != 0 || !containsAll(out, []string{"source: ldap", "cn=staff,ou=groups,dc=example,dc=org", "alice@example.org", "a.liddell@example.org"}) {
+		t.Errorf("auth test alice: exit %d\n%s", code, out)
+	}
+	if code, out = authTestCmd(t, g.ConfigFile, "alice", "wrong\n"); code != 1 || !strings.Contains(out, "wrong_password") {
+		t.Errorf("auth test with a wrong password: exit %d\n%s", code, out)
+	}
+	// policy explain with the group and address auth test printed.
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	writeFile(t, pol, identityPolicy)
+	explain := []string{"policy", "explain", "--policy", pol, "--from", "a.liddell@example.org", "--to", carol, "--user", "alice", "--tls"}
+	_, out, _ = runGuardCmd(t, append(explain, "--group", "cn=staff,ou=groups,dc=example,dc=org", "--address", "a.liddell@example.org")...)
+	if !strings.Contains(out, "staff-relay") || !strings.Contains(out, "ACCEPT") && !strings.Contains(out, "accept") {
+		t.Errorf("explain with the staff group does not accept by staff-relay:\n%s", out)
+	}
+	_, out, _ = runGuardCmd(t, explain...)
+	if strings.Contains(out, "250 ") {
+		t.Errorf("explain without the directory's group and address accepts:\n%s", out)
+	}
+}
+
+// authTestCmd runs tlsguard auth test with the password on stdin.
+func authTestCmd(t *testing.T, cfg, user, stdin string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(tlsguardBinary(t), "auth", "test", "--config", cfg, user)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), string(out)
 }
 
 // identityDovecot starts the audit tests' Dovecot with plaintext logins
