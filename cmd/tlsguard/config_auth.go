@@ -337,7 +337,8 @@ type authBuild struct {
 	info     func(msg string, kv ...any)
 }
 
-// build makes the chain (behind its cache), or nil when no source is
+// build makes the chain, each source that asks a server behind a cache of
+// its own, or nil when no source is
 // configured. Files (htpasswd, bind passwords, CAs) are read now, so a
 // reload picks up their changes.
 func (a *AuthConf) build(b authBuild) (auth.Source, *auth.Chain, error) {
@@ -361,10 +362,15 @@ func (a *AuthConf) build(b authBuild) (auth.Source, *auth.Chain, error) {
 			}
 			return nil, nil, fmt.Errorf("auth.sources[%d] (%s): %w", i, s.name, err)
 		}
+		if s.Htpasswd == nil {
+			// An htpasswd file is in memory: caching it would only skip
+			// the bcrypt cost the check slots are sized for.
+			src = auth.NewCache(src, a.cache())
+		}
 		named = append(named, auth.Named{Name: s.name, Source: src})
 	}
 	chain := auth.NewChain(b.obs, named...)
-	return auth.NewCache(chain, a.cache()), chain, nil
+	return chain, chain, nil
 }
 
 func (s *AuthSourceConf) build(b authBuild) (auth.Source, error) {

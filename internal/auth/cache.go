@@ -24,7 +24,8 @@ type CacheConfig struct {
 }
 
 // Cache remembers recent answers of a source, so that a client sending
-// many messages does not cost a directory round trip each. It never holds
+// many messages does not cost a directory round trip each. Each source that
+// asks a server gets its own. It never holds
 // a password: an entry keeps HMAC-SHA256(user NUL password) under a key
 // made at random when the cache is built, which is useless outside this
 // process, and compares it in constant time. Temporary errors are never
