@@ -128,7 +128,9 @@ func (a *AuthConf) validate() yamlx.Errors {
 	names := map[string]int{}
 	for i := range a.Sources {
 		s := &a.Sources[i]
-		key := fmt.Sprintf("sources[%d]", i)
+		if s.Pos.File == "" { // not a mapping: yamlx has said so
+			s.Pos = yamlx.Pos{File: a.Pos.File, Line: a.Pos.LineOf("sources"), Key: fmt.Sprintf("auth.sources[%d]", i)}
+		}
 		kinds := []string{}
 		var name string
 		if s.LDAP != nil {
@@ -156,26 +158,23 @@ func (a *AuthConf) validate() yamlx.Errors {
 		if s.Backend != nil {
 			kinds = append(kinds, "backend")
 			if !*s.Backend {
-				add(s.Pos, key+".backend", "only backend: true makes sense in a source list")
+				add(s.Pos, "backend", "only backend: true makes sense in a source list")
 			}
-		}
-		if s.Pos.File == "" {
-			s.Pos = yamlx.Pos{File: a.Pos.File, Line: a.Pos.LineOf("sources"), Key: "auth." + key}
 		}
 		switch len(kinds) {
 		case 0:
-			add(s.Pos, key, "name one source: ldap, imap, pop3, dovecot, htpasswd or backend")
+			add(s.Pos, "", "name one source: ldap, imap, pop3, dovecot, htpasswd or backend")
 			continue
 		case 1:
 		default:
-			add(s.Pos, key, "one source per entry, found %s", strings.Join(kinds, " and "))
+			add(s.Pos, "", "one source per entry, found %s", strings.Join(kinds, " and "))
 			continue
 		}
 		if name == "" {
 			name = kinds[0]
 		}
 		if n := names[name]; n > 0 {
-			add(s.Pos, key, "source name %q is used twice; give one a name:", name)
+			add(s.Pos, "", "source name %q is used twice; give one a name: key", name)
 		}
 		names[name]++
 		s.name = name
