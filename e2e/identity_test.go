@@ -115,7 +115,7 @@ func (s *slapd) Log() string { return readFile(filepath.Join(s.Dir, "slapd.log")
 
 // Binds counts the bind operations slapd logged for dn.
 func (s *slapd) Binds(dn string) int {
-	return len(regexp.MustCompile(`BIND dn="` + regexp.QuoteMeta(dn) + `"`).FindAllString(s.Log(), -1))
+	return len(regexp.MustCompile(`BIND dn="`+regexp.QuoteMeta(dn)+`"`).FindAllString(s.Log(), -1))
 }
 
 // SetPassword changes a user's password as the directory's admin would.
@@ -218,8 +218,8 @@ func TestIdentityLDAPSearchBind(t *testing.T) {
 	r.expect(t, 235)
 	c.cmd("MAIL FROM:<a.liddell@example.org>").expectPrefix(t, "553 5.7.1 ")
 	c.cmd("MAIL FROM:<bob@example.org>").expect(t, 250)
-	c.cmd("RCPT TO:<" + carol + ">").expectPrefix(t, relayDenied)
-	c.cmd("RCPT TO:<" + alice + ">").expect(t, 250)
+	c.cmd("RCPT TO:<"+carol+">").expectPrefix(t, relayDenied)
+	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
 
 	// Wrong password: 535, decided by the directory (not passed on).
 	r, _ = login(t, g, "127.0.20.3", "alice", "not-alice-ldap-pw")
