@@ -282,6 +282,7 @@ func TestIdentityLDAPSAnonymousAndDown(t *testing.T) {
 	pf := startPostfix(t)
 	dir := t.TempDir()
 	users := writeHtpasswd(t, dir, map[string]string{"alice": "alice-htpasswd-pw"})
+	admin := loopbackAddr(t)
 	g := identityGuard(t, pf, fmt.Sprintf(`  sources:
     - ldap:
         url: %s
@@ -294,7 +295,7 @@ func TestIdentityLDAPSAnonymousAndDown(t *testing.T) {
         file: %q
   cache:
     ttl: 0s
-`, ld.LDAPS, ld.PKI.CAFile, users), identityPolicy, "limits:\n  auth_fail_delay: 50ms\n  auth_max_failures: 2\n")
+`, ld.LDAPS, ld.PKI.CAFile, users), identityPolicy, fmt.Sprintf("limits:\n  auth_fail_delay: 50ms\n  auth_max_failures: 2\nadmin:\n  address: %q\n", admin))
 
 	r, c := login(t, g, "127.0.21.1", "alice", "alice-ldap-pw")
 	r.expect(t, 235)
@@ -310,6 +311,32 @@ func TestIdentityLDAPSAnonymousAndDown(t *testing.T) {
 	ld.start(t, "/usr/sbin/slapd")
 	r, _ = login(t, g, "127.0.21.2", "alice", "alice-ldap-pw")
 	r.expect(t, 235)
+
+	// Metrics per source and result, and the latency histogram.
+	_, body := httpGet(t, "http://"+admin+"/metrics")
+	for _, want := range []string{
+		`tlsguard_auth_source_requests_total{result="success",source="ldap"} 2`,
+		`tlsguard_auth_source_requests_total{result="unavailable",source="ldap"} 4`,
+		`tlsguard_auth_source_latency_seconds_count{source="ldap"} 6`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s\n%s", want, grepLines(body, "auth_source"))
+		}
+	}
+	if strings.Contains(body, `source="htpasswd"`) {
+		t.Errorf("the htpasswd source was asked while the directory was down:\n%s", grepLines(body, "auth_source"))
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // bind_template: a direct bind as the DN the template makes, with the
