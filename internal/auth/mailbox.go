@@ -26,16 +26,18 @@ type MailboxConfig struct {
 }
 
 // The small clients below speak only what a login needs: greeting,
-// STARTTLS/STLS, AUTHENTICATE PLAIN/AUTH PLAIN, LOGOUT/QUIT. A full IMAP
+// STARTTLS/STLS, capabilities, AUTHENTICATE PLAIN or LOGIN (IMAP), AUTH
+// PLAIN or USER/PASS (POP3), LOGOUT/QUIT. A full IMAP
 // library (go-imap v2) would bring mailbox parsing tlsguard never uses.
 
-// IMAP checks passwords with AUTHENTICATE PLAIN (RFC 3501 6.2.2, RFC 4616)
-// against an IMAP server. A mailbox server does not tell an unknown user
+// IMAP checks passwords against an IMAP server with AUTHENTICATE PLAIN
+// (RFC 3501 6.2.2, RFC 4616) where offered, else LOGIN. A mailbox server does not tell an unknown user
 // from a wrong password (both are NO [AUTHENTICATIONFAILED], RFC 5530), so
 // its NO is a wrong password.
 type IMAP struct{ cfg MailboxConfig }
 
-// POP3 checks passwords with AUTH PLAIN (RFC 5034) against a POP3 server;
+// POP3 checks passwords against a POP3 server with AUTH PLAIN (RFC 5034)
+// where CAPA lists it, else USER/PASS;
 // -ERR [SYS/TEMP] (RFC 3206) is a temporary failure, any other -ERR a wrong
 // password.
 type POP3 struct{ cfg MailboxConfig }
@@ -161,7 +163,59 @@ func (s *IMAP) login(m *mailboxConn, user, password string) error {
 			return err
 		}
 	}
-	if err := m.send("a2 AUTHENTICATE PLAIN"); err != nil {
+	// Capabilities change with TLS (RFC 3501 6.2.1), so ask now.
+	caps, err := s.capabilities(m)
+	if err != nil {
+		return fmt.Errorf("CAPABILITY: %w", err)
+	}
+	switch {
+	case caps["AUTH=PLAIN"]:
+		err = s.authenticatePlain(m, user, password, caps["SASL-IR"])
+	case caps["LOGINDISABLED"]:
+		return errors.New("the server offers neither AUTH=PLAIN nor LOGIN (LOGINDISABLED)")
+	default:
+		err = s.loginCommand(m, user, password)
+	}
+	if err == nil {
+		m.send("a9 LOGOUT")
+	}
+	return err
+}
+
+// capabilities returns the server's CAPABILITY words, upper case.
+func (s *IMAP) capabilities(m *mailboxConn) (map[string]bool, error) {
+	if err := m.send("a2 CAPABILITY"); err != nil {
+		return nil, err
+	}
+	caps := map[string]bool{}
+	for {
+		l, err := m.line()
+		if err != nil {
+			return nil, err
+		}
+		if rest, ok := strings.CutPrefix(l, "* CAPABILITY "); ok {
+			for _, w := range strings.Fields(rest) {
+				caps[strings.ToUpper(w)] = true
+			}
+			continue
+		}
+		if rest, ok := strings.CutPrefix(l, "a2 "); ok {
+			if !strings.HasPrefix(rest, "OK") {
+				return nil, fmt.Errorf("%q", trim(rest))
+			}
+			return caps, nil
+		}
+	}
+}
+
+// authenticatePlain runs AUTHENTICATE PLAIN, with the response on the
+// command line where the server offers SASL-IR (RFC 4959).
+func (s *IMAP) authenticatePlain(m *mailboxConn, user, password string, ir bool) error {
+	if ir {
+		_, err := s.command(m, "a3 AUTHENTICATE PLAIN "+plainResponse(user, password), "a3")
+		return err
+	}
+	if err := m.send("a3 AUTHENTICATE PLAIN"); err != nil {
 		return err
 	}
 	l, err := m.line()
@@ -174,10 +228,37 @@ func (s *IMAP) login(m *mailboxConn, user, password string) error {
 	if err := m.send(plainResponse(user, password)); err != nil {
 		return err
 	}
-	_, err = s.command(m, "", "a2")
-	if err == nil {
-		m.send("a3 LOGOUT")
+	_, err = s.command(m, "", "a3")
+	return err
+}
+
+// loginCommand runs LOGIN with both arguments as synchronizing literals
+// (RFC 3501 4.3), which carry any character a quoted string cannot.
+func (s *IMAP) loginCommand(m *mailboxConn, user, password string) error {
+	lit := func(prefix, v, suffix string) error {
+		if err := m.send(fmt.Sprintf("%s{%d}", prefix, len(v))); err != nil {
+			return err
+		}
+		l, err := m.line()
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(l, "+") {
+			if rest, ok := strings.CutPrefix(l, "a3 "); ok && strings.HasPrefix(rest, "NO") {
+				return fmt.Errorf("%s: %w", trim(rest), ErrBadPassword)
+			}
+			return fmt.Errorf("LOGIN: %q", trim(l))
+		}
+		_, err = m.c.Write([]byte(v + suffix))
+		return err
 	}
+	if err := lit("a3 LOGIN ", user, ""); err != nil {
+		return err
+	}
+	if err := lit(" ", password, "\r\n"); err != nil {
+		return err
+	}
+	_, err := s.command(m, "", "a3")
 	return err
 }
 
@@ -203,7 +284,7 @@ func (s *IMAP) command(m *mailboxConn, cmd, tag string) (string, error) {
 		case strings.HasPrefix(rest, "OK"):
 			return rest, nil
 		case strings.HasPrefix(rest, "NO"):
-			if cmd == "" && !strings.Contains(rest, "[UNAVAILABLE]") && !strings.Contains(rest, "[SERVERBUG]") {
+			if (cmd == "" || tag == "a3") && !strings.Contains(rest, "[UNAVAILABLE]") && !strings.Contains(rest, "[SERVERBUG]") {
 				return "", fmt.Errorf("%s: %w", trim(rest), ErrBadPassword)
 			}
 		}
@@ -246,14 +327,65 @@ func (s *POP3) login(m *mailboxConn, user, password string) error {
 			return err
 		}
 	}
-	if err := m.send("AUTH PLAIN " + plainResponse(user, password)); err != nil {
-		return err
+	plain, err := s.offersPlain(m)
+	if err != nil {
+		return fmt.Errorf("CAPA: %w", err)
+	}
+	if plain {
+		if err := m.send("AUTH PLAIN " + plainResponse(user, password)); err != nil {
+			return err
+		}
+	} else {
+		// USER/PASS (RFC 1939 7): the one login every POP3 server has.
+		if strings.ContainsAny(user+password, "\r\n") {
+			return ErrBadPassword
+		}
+		if err := m.send("USER " + user); err != nil {
+			return err
+		}
+		if _, err := s.reply(m, true); err != nil {
+			return err
+		}
+		if err := m.send("PASS " + password); err != nil {
+			return err
+		}
 	}
 	if _, err := s.reply(m, true); err != nil {
 		return err
 	}
 	m.send("QUIT")
 	return nil
+}
+
+// offersPlain asks CAPA (RFC 2449) whether SASL PLAIN is offered; a server
+// without CAPA offers only USER/PASS.
+func (s *POP3) offersPlain(m *mailboxConn) (bool, error) {
+	if err := m.send("CAPA"); err != nil {
+		return false, err
+	}
+	first, err := m.line()
+	if err != nil {
+		return false, err
+	}
+	if !strings.HasPrefix(first, "+OK") {
+		return false, nil
+	}
+	plain := false
+	for {
+		l, err := m.line()
+		if err != nil {
+			return false, err
+		}
+		if l == "." {
+			return plain, nil
+		}
+		f := strings.Fields(strings.ToUpper(l))
+		if len(f) > 0 && f[0] == "SASL" {
+			for _, mech := range f[1:] {
+				plain = plain || mech == "PLAIN"
+			}
+		}
+	}
 }
 
 // reply reads one +OK/-ERR line; at login a -ERR is a wrong password unless
