@@ -274,8 +274,11 @@ func New(cfg Config) (*Server, error) {
 // SetPolicy replaces the policy for transactions that start from now on.
 func (s *Server) SetPolicy(p *policy.Policy) { s.policy.Store(p) }
 
-// SetAuthenticator replaces the credential check for AUTH from now on.
-func (s *Server) SetAuthenticator(a auth.Source) { s.auth.Store(&authHolder{a}) }
+// SetAuthenticator replaces the credential check for AUTH from now on and
+// returns the one it replaced, for the caller to close.
+func (s *Server) SetAuthenticator(a auth.Source) auth.Source {
+	return s.auth.Swap(&authHolder{a}).a
+}
 
 // Start learns the backend's extensions, binds every listener (all or none)
 // and serves them in the background.

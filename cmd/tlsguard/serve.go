@@ -203,7 +203,10 @@ func (a *app) reload() (policyLoaded bool) {
 	a.reloaded("policy", err)
 	auth, err := a.authenticator()
 	if err == nil {
-		a.srv.SetAuthenticator(auth)
+		old := a.srv.SetAuthenticator(auth)
+		if c, ok := old.(interface{ Close() }); ok {
+			c.Close() // its pooled connections to directories and Dovecot
+		}
 	}
 	a.reloaded("users", err)
 	if a.certs != nil {

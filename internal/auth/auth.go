@@ -98,6 +98,20 @@ func NewChain(obs Observer, sources ...Named) *Chain {
 	return &Chain{sources: sources, obs: obs}
 }
 
+// Close releases the connections the sources keep (a reload replaces the
+// chain); checks still running finish first.
+func (c *Chain) Close() {
+	for _, s := range c.sources {
+		closeSource(s.Source)
+	}
+}
+
+func closeSource(s Source) {
+	if c, ok := s.(interface{ Close() }); ok {
+		c.Close()
+	}
+}
+
 // Sources returns the names of the chain's sources in order.
 func (c *Chain) Sources() []string {
 	names := make([]string, len(c.sources))

@@ -63,6 +63,9 @@ func NewCache(src Source, cfg CacheConfig) Source {
 	return c
 }
 
+// Close closes the source behind the cache.
+func (c *Cache) Close() { closeSource(c.src) }
+
 // Len returns the number of entries.
 func (c *Cache) Len() int {
 	c.mu.Lock()

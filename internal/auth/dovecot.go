@@ -33,10 +33,11 @@ type DovecotConfig struct {
 // tell an unknown user from a wrong password, so its FAIL is a wrong
 // password: put Dovecot after sources that can tell.
 type Dovecot struct {
-	cfg   DovecotConfig
-	slots chan struct{}
-	idle  chan *dovecotConn
-	ids   atomic.Uint64
+	cfg    DovecotConfig
+	slots  chan struct{}
+	idle   chan *dovecotConn
+	ids    atomic.Uint64
+	closed atomic.Bool
 }
 
 var _ Source = (*Dovecot)(nil)
@@ -166,7 +167,24 @@ func (d *Dovecot) get(ctx context.Context) (*dovecotConn, bool, error) {
 	}
 }
 
+// Close closes the idle connections, and those in use as they come back.
+func (d *Dovecot) Close() {
+	d.closed.Store(true)
+	for {
+		select {
+		case c := <-d.idle:
+			c.c.Close()
+		default:
+			return
+		}
+	}
+}
+
 func (d *Dovecot) put(c *dovecotConn) {
+	if d.closed.Load() {
+		c.c.Close()
+		return
+	}
 	select {
 	case d.idle <- c:
 	default:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -66,7 +67,7 @@ func NewLDAP(cfg LDAPConfig) *LDAP {
 	return l
 }
 
-// Close closes the idle connections.
+// Close closes the idle connections, and those in use as they come back.
 func (l *LDAP) Close() {
 	l.search.close()
 	l.binds.close()
@@ -225,9 +226,10 @@ func (l *LDAP) dialSearch(ctx context.Context) (*ldap.Conn, error) {
 
 // ldapPool bounds the connections to a directory and keeps idle ones.
 type ldapPool struct {
-	slots chan struct{}
-	idle  chan *ldap.Conn
-	dial  func(context.Context) (*ldap.Conn, error)
+	closed atomic.Bool // after close, connections are not kept
+	slots  chan struct{}
+	idle   chan *ldap.Conn
+	dial   func(context.Context) (*ldap.Conn, error)
 }
 
 func newLDAPPool(n int, dial func(context.Context) (*ldap.Conn, error)) *ldapPool {
@@ -282,6 +284,10 @@ func (p *ldapPool) get(ctx context.Context) (*ldap.Conn, bool, error) {
 }
 
 func (p *ldapPool) put(c *ldap.Conn) {
+	if p.closed.Load() {
+		c.Close()
+		return
+	}
 	select {
 	case p.idle <- c:
 	default:
@@ -290,6 +296,7 @@ func (p *ldapPool) put(c *ldap.Conn) {
 }
 
 func (p *ldapPool) close() {
+	p.closed.Store(true)
 	for {
 		select {
 		case c := <-p.idle:
