@@ -200,8 +200,12 @@ func (s *session) authenticate(a auth.Source, mech, identity, user, pass string)
 		return s.authFailed(log, mech, res.Fail(), false, "authorization identity differs from login")
 	}
 	id, err := s.check(a, user, pass, known)
-	if src := auth.SourceOf(err); src != "" || id.Source != "" {
-		log = log.With(zap.String("source", src+id.Source))
+	source := id.Source // the source that decided, for the log
+	if err != nil {
+		source = auth.SourceOf(err)
+	}
+	if source != "" {
+		log = log.With(zap.String("source", source))
 	}
 	if err == errAuthBusy {
 		res.Refund()
