@@ -440,13 +440,15 @@ func TestIdentityDovecotIMAPPOP3(t *testing.T) {
 			r.expectPrefix(t, "535 5.7.8 ")
 		})
 	}
-	// Each source down: 454, never 535.
+	// Each source down, or failing TLS (a certificate the system roots do
+	// not trust): 454, never 535.
 	dead := loopbackAddr(t)
 	deadSock := filepath.Join(t.TempDir(), "no-auth-socket")
 	for _, src := range []string{
 		fmt.Sprintf("    - dovecot:\n        socket: %q\n", deadSock),
 		fmt.Sprintf("    - imap:\n        address: %s\n        tls: none\n", dead),
 		fmt.Sprintf("    - pop3:\n        address: %s\n        tls: none\n", dead),
+		fmt.Sprintf("    - imap:\n        address: %s:%d\n        tls: implicit\n", dv.Host, dv.IMAPS),
 	} {
 		g := identityGuard(t, pf, "  sources:\n"+src, identityPolicy, identityLimits)
 		r, _ := login(t, g, "127.0.23.3", "alice", "alice-secret-1")
