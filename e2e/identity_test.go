@@ -221,6 +221,18 @@ func TestIdentityLDAPSearchBind(t *testing.T) {
 	c.cmd("RCPT TO:<"+carol+">").expectPrefix(t, relayDenied)
 	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
 
+	// Real clients: swaks with AUTH LOGIN after STARTTLS (alice relays),
+	// smtplib with AUTH PLAIN (bob sends to a local mailbox).
+	runSwaks(t, g.Submission, g.PKI, "--tls", "--auth", "LOGIN", "--auth-user", "alice", "--auth-password", "alice-ldap-pw",
+		"--from", "alice@example.org", "--to", dave, "--header", "Subject: swaks ldap").expectOK(t)
+	pf.WaitMessages(t, dave, 1)
+	py := runPython(t, g.Submission, g.PKI, "--tls", "starttls", "--user", "bob", "--password", "bob-ldap-pw", "--auth", "PLAIN",
+		"--mail-from", bob, "--rcpt", alice)
+	py.noErrors(t)
+	if d := py.step(t, "data"); d.Code != 250 {
+		t.Errorf("smtplib as bob: DATA %d %s", d.Code, d.Msg)
+	}
+
 	// Wrong password: 535, decided by the directory (not passed on).
 	r, _ = login(t, g, "127.0.20.3", "alice", "not-alice-ldap-pw")
 	r.expectPrefix(t, "535 5.7.8 ")
