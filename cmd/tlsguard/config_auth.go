@@ -172,6 +172,8 @@ func (a *AuthConf) validate() yamlx.Errors {
 		}
 		if name == "" {
 			name = kinds[0]
+		} else if !validSourceName(name) {
+			add(s.Pos, kinds[0]+".name", "%q: use letters, digits, '.', '_' and '-' only (at most 64); it is a metrics label", name)
 		}
 		if n := names[name]; n > 0 {
 			add(s.Pos, "", "source name %q is used twice; give one a name: key", name)
@@ -283,6 +285,18 @@ func (d *DovecotConf) validate() yamlx.Errors {
 		add("pool_size", "must not be negative")
 	}
 	return errs
+}
+
+func validSourceName(n string) bool {
+	if len(n) > 64 {
+		return false
+	}
+	for _, r := range n {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func isLoopbackHost(h string) bool {

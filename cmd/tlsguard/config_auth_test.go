@@ -22,6 +22,7 @@ func TestAuthConfigErrors(t *testing.T) {
 		{"  sources:\n    - htpasswd:\n        file: a\n      backend: true\n", "auth.sources[0]: one source per entry, found htpasswd and backend"},
 		{"  sources:\n    - htpasswd:\n        file: a\n    - htpasswd:\n        file: b\n", "auth.sources[1]: source name \"htpasswd\" is used twice"},
 		{"  sources:\n    - backend: false\n", "only backend: true makes sense"},
+		{"  sources:\n    - htpasswd:\n        name: \"my users\"\n        file: a\n", "auth.sources[0].htpasswd.name: \"my users\": use letters"},
 		{"  users_file: a\n  sources:\n    - backend: true\n", "auth.sources: cannot be combined with users_file"},
 		{"  users_file: a\n  backend: true\n", "auth.backend: choose one"},
 		{"  sources:\n    - backend: true\n  cache:\n    ttl: -1s\n", "auth.cache.ttl: \"-1s\" is not a duration"},
