@@ -15,6 +15,7 @@ type cond struct {
 	kind  condKind
 	want  bool                // tls, authenticated, trusted_network, local_recipient
 	set   map[string]struct{} // listeners, users
+	dirs  map[string]struct{} // users: directory groups, lower case
 	names []string            // listeners
 	desc  string              // users: "users [a] or groups [g]"
 	nets  []netip.Prefix
@@ -75,8 +76,15 @@ func (c *cond) ok(ev *evalCtx) bool {
 		if ev.s.User == "" {
 			return false
 		}
-		_, ok := c.set[ev.s.User]
-		return ok
+		if _, ok := c.set[ev.s.User]; ok {
+			return true
+		}
+		for _, g := range ev.s.Groups {
+			if _, ok := c.dirs[strings.ToLower(g)]; ok {
+				return true
+			}
+		}
+		return false
 	case condNetworks:
 		if !ev.ip.IsValid() {
 			return false
@@ -191,6 +199,7 @@ type selector struct {
 	tls       tri
 	auth      tri                 // effective: users/groups imply true
 	users     map[string]struct{} // nil: any; else users plus members of groups
+	dirGroups map[string]struct{} // directory groups of the groups named, lower case
 	userNames []string
 	groups    []string
 	networks  []netip.Prefix // nil: any
@@ -206,7 +215,7 @@ func (s *selector) conds() []cond {
 		cs = append(cs, cond{kind: condTLS, want: s.tls == triTrue})
 	}
 	if s.users != nil {
-		cs = append(cs, cond{kind: condUsers, set: s.users, desc: s.whoDesc()})
+		cs = append(cs, cond{kind: condUsers, set: s.users, dirs: s.dirGroups, desc: s.whoDesc()})
 	} else if s.auth != triAny {
 		cs = append(cs, cond{kind: condAuth, want: s.auth == triTrue})
 	}
@@ -254,6 +263,11 @@ func (s *selector) covers(t *selector) bool {
 		}
 		for u := range t.users {
 			if _, ok := s.users[u]; !ok {
+				return false
+			}
+		}
+		for g := range t.dirGroups {
+			if _, ok := s.dirGroups[g]; !ok {
 				return false
 			}
 		}

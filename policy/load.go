@@ -308,10 +308,15 @@ type groupFile struct {
 	Pos   yamlx.Pos
 	Name  string      `yaml:"name"`
 	Users []nameEntry `yaml:"users"`
+	// DirectoryGroups adds every user whose directory entry lists one of
+	// these groups (groups_attribute of an ldap source), compared without
+	// regard to case.
+	DirectoryGroups []string `yaml:"directory_groups"`
 }
 
 func (b *builder) groups(gs []groupFile) {
 	b.p.groups = map[string][]string{}
+	b.p.dirGroups = map[string][]string{}
 	b.usedGroup = map[string]bool{}
 	lines := map[string]int{}
 	b.groupLine = lines
@@ -332,8 +337,15 @@ func (b *builder) groups(gs []groupFile) {
 			continue
 		}
 		lines[g.Name] = g.Pos.Line
-		if g.Users == nil {
-			b.errf(g.Pos, "users", "is required: the logins in this group")
+		if g.Users == nil && g.DirectoryGroups == nil {
+			b.errf(g.Pos, "users", "is required: the logins in this group (or directory_groups)")
+		}
+		for i, d := range g.DirectoryGroups {
+			if strings.TrimSpace(d) == "" {
+				b.errf(g.Pos, fmt.Sprintf("directory_groups[%d]", i), "is empty")
+				continue
+			}
+			b.p.dirGroups[g.Name] = append(b.p.dirGroups[g.Name], strings.ToLower(d))
 		}
 		seen := map[string]bool{}
 		members := []string{}
@@ -424,6 +436,12 @@ func (b *builder) selector(pos yamlx.Pos, f selFile) selector {
 			s.groups = append(s.groups, g.name)
 			for _, m := range members {
 				s.users[m] = struct{}{}
+			}
+			for _, d := range b.p.dirGroups[g.name] {
+				if s.dirGroups == nil {
+					s.dirGroups = map[string]struct{}{}
+				}
+				s.dirGroups[d] = struct{}{}
 			}
 		}
 	}

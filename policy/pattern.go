@@ -19,6 +19,8 @@ import (
 //	"{user}"       in may_send_as only: the logged-in user name, as the whole
 //	               local part ("{user}@example.org", "{user}+*@example.org")
 //	               or as the whole pattern when logins are addresses
+//	"{addresses}"  in may_send_as only: any of the user's own addresses in
+//	               the directory that accepted the password
 //
 // There are no regular expressions. A pattern that grants something (a rule
 // that accepts or requires auth, may_send_as) never matches an address with
@@ -59,6 +61,7 @@ type Pattern struct {
 	dkind   domKind
 	domain  string
 	hasUser bool
+	addrs   bool // "{addresses}"
 }
 
 // String returns the pattern as written.
@@ -79,6 +82,13 @@ func parsePattern(s string, allowUser bool) (*Pattern, error) {
 	}
 	if strings.HasPrefix(s, "re:") || strings.HasPrefix(s, "^") || strings.HasSuffix(s, "$") || strings.ContainsAny(s, `\()[]`) {
 		return nil, fmt.Errorf("%q: regular expressions are not supported; use * globs such as \"*@example.org\" or \"*@*.example.org\"", s)
+	}
+	if s == "{addresses}" {
+		if !allowUser {
+			return nil, fmt.Errorf("%q: {addresses} is allowed only in sender_ownership may_send_as", s)
+		}
+		p.addrs = true
+		return p, nil
 	}
 	if s == "{user}" {
 		if !allowUser {
@@ -247,7 +257,7 @@ func (q *Pattern) covers(p *Pattern) bool {
 	if q.null || p.null {
 		return q.null && p.null
 	}
-	if q.hasUser || p.hasUser {
+	if q.hasUser || p.hasUser || q.addrs || p.addrs {
 		return q.text == p.text
 	}
 	// domain
@@ -298,13 +308,14 @@ func equalTokens(a, b []tok) bool {
 // address's domain), exact addresses are two map lookups; only patterns
 // with a glob in the local part are tried one by one.
 type patternSet struct {
-	items    []*Pattern
-	null     bool
-	any      bool                           // "*@*"
-	byDomain map[string]struct{}            // "*@d"
-	byWild   map[string]struct{}            // "*@*.d"
-	exact    map[string]map[string]struct{} // domain -> lower local
-	others   []*Pattern
+	items     []*Pattern
+	null      bool
+	addresses bool                           // "{addresses}": checked by the caller
+	any       bool                           // "*@*"
+	byDomain  map[string]struct{}            // "*@d"
+	byWild    map[string]struct{}            // "*@*.d"
+	exact     map[string]map[string]struct{} // domain -> lower local
+	others    []*Pattern
 }
 
 func newPatternSet(ps []*Pattern) *patternSet {
@@ -313,6 +324,8 @@ func newPatternSet(ps []*Pattern) *patternSet {
 		switch {
 		case p.null:
 			s.null = true
+		case p.addrs:
+			s.addresses = true
 		case p.hasUser || p.whole:
 			s.others = append(s.others, p)
 		case p.anyLoc && p.dkind == domAny:

@@ -1,7 +1,6 @@
 // Package policy is tlsguard's relay policy: the YAML policy model with strict
 // loading, parsing and normalisation of envelope addresses, the decisions the
-// proxy asks for at each SMTP step, rate-limit counters, and credential
-// sources.
+// proxy asks for at each SMTP step, and rate-limit counters.
 //
 // A *Policy is immutable once built and safe for concurrent use; a reload
 // builds a new one and swaps it in. Every decision is a pure function of the
@@ -13,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // Session holds the facts about the client that decisions depend on.
@@ -26,6 +26,12 @@ type Session struct {
 	// ClientIP is the client's address (after the PROXY protocol, if any).
 	// IPv4-mapped IPv6 addresses are treated as IPv4.
 	ClientIP netip.Addr
+	// Groups are the user's groups in the directory that accepted the
+	// password (distinguished names), for groups with directory_groups.
+	Groups []string
+	// Addresses are the user's own addresses in that directory, for
+	// "{addresses}" in may_send_as.
+	Addresses []string
 }
 
 // Policy is a loaded policy file. Build it with Load or Parse.
@@ -38,6 +44,7 @@ type Policy struct {
 	trustedSource string
 
 	groups     map[string][]string
+	dirGroups  map[string][]string // group name -> directory groups, lower case
 	groupNames []string
 	rules      []*rule
 	builtin    bool // no rules section: the three built-in rules apply
@@ -191,7 +198,7 @@ func (p *Policy) CheckSender(s Session, from Address) Decision {
 		if first == nil {
 			first = o
 		}
-		if o.may.match(from, ev.fromLower, ev.userLower, true) {
+		if o.may.match(from, ev.fromLower, ev.userLower, true) || o.may.addresses && ownsAddress(s.Addresses, from) {
 			return Decision{Action: Accept, Reply: replySenderOK, Rule: o.name, Source: o.source}
 		}
 	}
@@ -240,6 +247,25 @@ func (p *Policy) Evaluate(s Session, env Envelope, rcpt Address) Decision {
 		return ld
 	}
 	return d
+}
+
+// ownsAddress reports whether from is one of the user's own addresses from
+// the directory: local part without regard to case (as {user} is), domain
+// normalised. An address with routing tricks is never owned.
+func ownsAddress(own []string, from Address) bool {
+	if from.IsNull() || from.Ambiguous() || from.IsLiteral() {
+		return false
+	}
+	for _, a := range own {
+		at := strings.LastIndexByte(a, '@')
+		if at < 0 || !strings.EqualFold(a[:at], from.Local) {
+			continue
+		}
+		if d, err := normalizeDomain(a[at+1:], true); err == nil && d == from.Domain {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Policy) String() string {

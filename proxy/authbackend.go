@@ -3,42 +3,48 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/tlsguard/tlsguard/internal/auth"
 )
 
 // BackendAuthenticator checks credentials by AUTH PLAIN against the backend
 // itself, for legacy servers that already hold the users. The password
 // crosses the backend leg, which must therefore be loopback, a private link,
-// or TLS (backend.tls).
+// or TLS (backend.tls). It lives here, not in auth, because it dials with
+// the backend leg's own settings.
 type BackendAuthenticator struct{ b *backend }
 
-var _ Authenticator = (*BackendAuthenticator)(nil)
+var _ auth.Source = (*BackendAuthenticator)(nil)
 
 // NewBackendAuthenticator checks credentials against the backend in cfg.
 func NewBackendAuthenticator(cfg BackendConfig, hostname string) *BackendAuthenticator {
 	return &BackendAuthenticator{b: newBackend(cfg, hostname, nopLogger, nil)}
 }
 
-// Authenticate implements Authenticator: 235 is yes, a 535 (or any 5xx) is
-// no, anything else is an error.
-func (a *BackendAuthenticator) Authenticate(ctx context.Context, user, password string) (bool, error) {
+// Authenticate implements auth.Source: 235 is yes, a 535 (or any 5xx) is a
+// wrong password, anything else is an error. SMTP cannot tell an unknown
+// user from a wrong password (RFC 4954 6 gives both 535), so the backend is
+// best last in a chain.
+func (a *BackendAuthenticator) Authenticate(ctx context.Context, user, password string) (auth.Identity, error) {
 	bc, err := a.b.dial(ctx)
 	if err != nil {
-		return false, err
+		return auth.Identity{}, err
 	}
 	defer bc.quit()
 	if ok, _ := bc.c.Extension("AUTH"); !ok {
-		return false, errors.New("backend " + a.b.cfg.Address + ": does not offer AUTH")
+		return auth.Identity{}, errors.New("backend " + a.b.cfg.Address + ": does not offer AUTH")
 	}
 	err = bc.c.Auth(sasl.NewPlainClient("", user, password))
 	if err == nil {
-		return true, nil
+		return auth.Identity{User: user}, nil
 	}
 	var se *smtp.SMTPError
 	if errors.As(err, &se) && se.Code >= 500 {
-		return false, nil
+		return auth.Identity{}, fmt.Errorf("backend said %d: %w", se.Code, auth.ErrBadPassword)
 	}
-	return false, err
+	return auth.Identity{}, err
 }

@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tlsguard/tlsguard/internal/auth"
 	"github.com/tlsguard/tlsguard/policy"
 	"github.com/tlsguard/tlsguard/proxy"
 )
@@ -339,10 +340,13 @@ type stubAuth struct {
 	calls atomic.Int64
 }
 
-func (a *stubAuth) Authenticate(_ context.Context, user, pass string) (bool, error) {
+func (a *stubAuth) Authenticate(_ context.Context, user, pass string) (auth.Identity, error) {
 	a.calls.Add(1)
 	p, ok := a.users[user]
-	return ok && p == pass, nil
+	if !ok || p != pass {
+		return auth.Identity{}, auth.ErrBadPassword
+	}
+	return auth.Identity{User: user}, nil
 }
 
 const (
@@ -786,6 +790,6 @@ type proxyConfig = proxy.Config
 
 type failingAuth struct{}
 
-func (failingAuth) Authenticate(context.Context, string, string) (bool, error) {
-	return false, errors.New("ldap://10.0.0.5: connection refused")
+func (failingAuth) Authenticate(context.Context, string, string) (auth.Identity, error) {
+	return auth.Identity{}, errors.New("ldap://10.0.0.5: connection refused")
 }

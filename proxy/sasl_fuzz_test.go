@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/tlsguard/tlsguard/internal/auth"
 	"github.com/tlsguard/tlsguard/policy"
 )
 
@@ -27,17 +28,20 @@ type recordingAuth struct {
 	ok    bool     // result of the last call
 }
 
-func (a *recordingAuth) Authenticate(_ context.Context, user, pass string) (bool, error) {
+func (a *recordingAuth) Authenticate(_ context.Context, user, pass string) (auth.Identity, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.calls = append(a.calls, user)
 	a.ok = user == fuzzUser && pass == fuzzPass
-	return a.ok, nil
+	if !a.ok {
+		return auth.Identity{}, auth.ErrBadPassword
+	}
+	return auth.Identity{User: user}, nil
 }
 
 // fuzzServer is a Server with an authenticator and no delay or lockout, so
 // that every input reaches the credential check.
-func fuzzServer(f *testing.F, a Authenticator) *Server {
+func fuzzServer(f *testing.F, a auth.Source) *Server {
 	pol, err := policy.Parse("fuzz.yaml", []byte("local_domains: [example.org]\n"))
 	if err != nil {
 		f.Fatal(err)

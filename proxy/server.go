@@ -22,6 +22,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
+	"github.com/tlsguard/tlsguard/internal/auth"
 	"github.com/tlsguard/tlsguard/policy"
 )
 
@@ -165,13 +166,6 @@ func (l Limits) check() error {
 	return nil
 }
 
-// Authenticator checks a user name and password.
-type Authenticator interface {
-	// Authenticate reports whether the password is right for user. An error
-	// means the check could not be made (the client gets a 4xx).
-	Authenticate(ctx context.Context, user, password string) (bool, error)
-}
-
 // BareLineEndings says what happens to a bare CR or LF in a message.
 type BareLineEndings string
 
@@ -200,8 +194,9 @@ type Config struct {
 	DSN DSNMode
 	// Policy decides relaying. Replace it at run time with SetPolicy.
 	Policy *policy.Policy
-	// Auth checks credentials; nil offers no AUTH anywhere.
-	Auth Authenticator
+	// Auth checks credentials (usually an auth.Chain); nil offers no AUTH
+	// anywhere.
+	Auth auth.Source
 	// Logger receives session and transaction lines; nil discards.
 	Logger *zap.Logger
 	// Metrics counts what happens; nil counts into a private registry.
@@ -217,7 +212,7 @@ type Server struct {
 	auth     atomic.Pointer[authHolder]
 	backend  *backend
 	sessions sessionTable
-	throttle *authLimits
+	throttle *auth.Throttle
 	metrics  *Metrics
 	counters *policy.Counters // rate limits; outlive policy reloads
 
@@ -230,7 +225,7 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
-type authHolder struct{ a Authenticator }
+type authHolder struct{ a auth.Source }
 
 // New checks cfg and builds a Server; nothing listens until Start.
 func New(cfg Config) (*Server, error) {
@@ -262,7 +257,8 @@ func New(cfg Config) (*Server, error) {
 		s.metrics = NewMetrics(nil)
 	}
 	s.counters = policy.NewCounters(0)
-	s.throttle = newAuthLimits(s.limits)
+	s.throttle = auth.NewThrottle(auth.ThrottleLimits{MaxFailures: s.limits.AuthMaxFailures, UserMaxFailures: s.limits.AuthUserMaxFailures,
+		FailWindow: s.limits.AuthFailWindow, Remember: s.limits.AuthRemember, MaxConcurrent: s.limits.AuthMaxConcurrent})
 	s.policy.Store(cfg.Policy)
 	s.auth.Store(&authHolder{cfg.Auth})
 	s.backend = newBackend(cfg.Backend, cfg.Hostname, log.Named("backend"), s.metrics)
@@ -272,8 +268,11 @@ func New(cfg Config) (*Server, error) {
 // SetPolicy replaces the policy for transactions that start from now on.
 func (s *Server) SetPolicy(p *policy.Policy) { s.policy.Store(p) }
 
-// SetAuthenticator replaces the credential check for AUTH from now on.
-func (s *Server) SetAuthenticator(a Authenticator) { s.auth.Store(&authHolder{a}) }
+// SetAuthenticator replaces the credential check for AUTH from now on and
+// returns the one it replaced, for the caller to close.
+func (s *Server) SetAuthenticator(a auth.Source) auth.Source {
+	return s.auth.Swap(&authHolder{a}).a
+}
 
 // Start learns the backend's extensions, binds every listener (all or none)
 // and serves them in the background.

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
+	"github.com/tlsguard/tlsguard/internal/auth"
 	"github.com/tlsguard/tlsguard/policy"
 )
 
@@ -81,6 +82,8 @@ type session struct {
 
 	mu        sync.Mutex // go-smtp calls Reset and Logout while a BDAT Data runs
 	user      string     // authenticated user; "" if none
+	groups    []string   // the user's groups and addresses in the source that
+	addresses []string   // accepted the password, for the policy
 	tx        *transaction
 	dataTx    *transaction // the transaction Data is streaming, if any
 	abortData func()       // aborts that stream
@@ -94,7 +97,8 @@ var (
 
 // facts are what the policy judges this session by.
 func (s *session) facts() policy.Session {
-	return policy.Session{Listener: s.lc.Name, TLS: s.tls != nil, User: s.user, ClientIP: s.conn.ip}
+	return policy.Session{Listener: s.lc.Name, TLS: s.tls != nil, User: s.user, ClientIP: s.conn.ip,
+		Groups: s.groups, Addresses: s.addresses}
 }
 
 // reply is the one place where errors become SMTP replies: a bare
@@ -137,8 +141,8 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if s.tx != nil || s.dataTx != nil {
 		return nil, errAuthInTx
 	}
-	addr := addrKey(s.conn.ip)
-	if s.srv.throttle.addr.blocked(addr) {
+	addr := auth.AddrKey(s.conn.ip)
+	if s.srv.throttle.Blocked(addr) {
 		s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "throttled").Inc()
 		s.conn.closeAfterReply()
 		return nil, errAuthThrottle
@@ -146,7 +150,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	check := func(identity, user, pass string) error { return s.authenticate(a, mech, identity, user, pass) }
 	malformed := func() error {
 		log := s.authLog(mech)
-		over, ref := s.srv.throttle.failAddr(addr)
+		over, ref := s.srv.throttle.FailAddr(addr)
 		if ref != nil {
 			return s.authRefused(log, mech, ref)
 		}
@@ -156,7 +160,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	case sasl.Plain:
 		return saslGuard{sasl.NewPlainServer(check), malformed}, nil
 	case sasl.Login:
-		return saslGuard{newLoginServer(check), malformed}, nil
+		return saslGuard{auth.NewLoginServer(check), malformed}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
@@ -170,12 +174,12 @@ func (s *session) authLog(mech string) *zap.Logger {
 // authenticate checks one set of credentials. The attempt is paid for in
 // every budget that applies before anything is checked, and the check runs
 // in one of a bounded number of slots. It never logs the password.
-func (s *session) authenticate(a Authenticator, mech, identity, user, pass string) error {
+func (s *session) authenticate(a auth.Source, mech, identity, user, pass string) error {
 	th := s.srv.throttle
-	addr := addrKey(s.conn.ip)
+	addr := auth.AddrKey(s.conn.ip)
 	log := s.authLog(mech).With(zap.String("user", user))
 	if !validUserName(user) {
-		over, ref := th.failAddr(addr)
+		over, ref := th.FailAddr(addr)
 		if ref != nil {
 			return s.authRefused(log, mech, ref)
 		}
@@ -185,47 +189,54 @@ func (s *session) authenticate(a Authenticator, mech, identity, user, pass strin
 	// (Dovecot lowercases by default) would otherwise give every spelling
 	// of a name its own budget.
 	who := strings.ToLower(user)
-	known := th.history.known(who, addr)
-	res, ref := th.reserve(who, addr, known)
+	known := th.Known(who, addr)
+	res, ref := th.Reserve(who, addr, known)
 	if ref != nil {
 		return s.authRefused(log, mech, ref)
 	}
 	// RFC 4616: an authorization identity other than the login would let one
 	// user act as another; the legacy backend cannot check it, so refuse it.
 	if identity != "" && identity != user {
-		return s.authFailed(log, mech, res.fail(), false, "authorization identity differs from login")
+		return s.authFailed(log, mech, res.Fail(), false, "authorization identity differs from login")
 	}
-	ok, err := s.check(a, user, pass, known)
+	id, err := s.check(a, user, pass, known)
+	source := id.Source // the source that decided, for the log
+	if err != nil {
+		source = auth.SourceOf(err)
+	}
+	if source != "" {
+		log = log.With(zap.String("source", source))
+	}
 	if err == errAuthBusy {
-		res.refund()
+		res.Refund()
 		s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "busy").Inc()
 		log.Warn("auth refused", zap.String("reason", "no free check slot"), zap.Bool("password_checked", false))
 		return errAuthBusy
 	}
-	if err != nil {
-		res.refund()
+	if auth.Temporary(err) {
+		res.Refund()
 		s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "error").Inc()
 		log.Error("auth check failed", zap.Error(err))
 		return errAuthTempFail
 	}
-	if !ok {
-		return s.authFailed(log, mech, res.fail(), true, "bad credentials")
+	if err != nil {
+		return s.authFailed(log, mech, res.Fail(), true, "bad credentials")
 	}
-	res.refund()
-	th.history.remember(who, addr)
-	s.user = user
+	res.Refund()
+	th.Remember(who, addr)
+	s.user, s.groups, s.addresses = user, id.Groups, id.Addresses
 	s.conn.summary(func(sum *sessionSummary) { sum.user = user })
 	s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "success").Inc()
 	log.Info("auth succeeded", zap.Bool("password_checked", true), zap.Bool("known_address", known))
 	return nil
 }
 
-// check runs the authenticator in a check slot; errAuthBusy means no slot
-// came free in time.
-func (s *session) check(a Authenticator, user, pass string, known bool) (bool, error) {
-	release, ok := s.srv.throttle.slots.acquire(known)
+// check runs the credential source in a check slot; errAuthBusy means no
+// slot came free in time.
+func (s *session) check(a auth.Source, user, pass string, known bool) (auth.Identity, error) {
+	release, ok := s.srv.throttle.Acquire(known)
 	if !ok {
-		return false, errAuthBusy
+		return auth.Identity{}, errAuthBusy
 	}
 	defer release()
 	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.Backend.Timeout+5*time.Second)
@@ -251,10 +262,10 @@ func (s *session) authFailed(log *zap.Logger, mech string, over, checked bool, w
 // authRefused answers an attempt refused before any check: 421 and a
 // hang-up when this address (or this user at it) is spent, else 454 after
 // the failure delay, which keeps a client retrying in a loop slow.
-func (s *session) authRefused(log *zap.Logger, mech string, ref *authRefusal) error {
+func (s *session) authRefused(log *zap.Logger, mech string, ref *auth.Refusal) error {
 	s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "throttled").Inc()
-	log.Warn("auth refused", zap.String("reason", ref.why), zap.Bool("password_checked", false))
-	if ref.hangUp {
+	log.Warn("auth refused", zap.String("reason", ref.Why), zap.Bool("password_checked", false))
+	if ref.HangUp {
 		s.conn.closeAfterReply()
 		return errAuthThrottle
 	}

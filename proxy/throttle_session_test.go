@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsguard/tlsguard/internal/auth"
 	"github.com/tlsguard/tlsguard/proxy"
 )
 
@@ -20,7 +21,7 @@ type slowAuth struct {
 	most    atomic.Int32
 }
 
-func (a *slowAuth) Authenticate(ctx context.Context, user, pass string) (bool, error) {
+func (a *slowAuth) Authenticate(ctx context.Context, user, pass string) (auth.Identity, error) {
 	r := a.running.Add(1)
 	defer a.running.Add(-1)
 	for {
@@ -33,7 +34,7 @@ func (a *slowAuth) Authenticate(ctx context.Context, user, pass string) (bool, e
 	return a.stubAuth.Authenticate(ctx, user, pass)
 }
 
-func withAuth(a proxy.Authenticator) envOpt { return func(c *proxy.Config) { c.Auth = a } }
+func withAuth(a auth.Source) envOpt { return func(c *proxy.Config) { c.Auth = a } }
 
 // parallelAuth opens n sessions, then sends AUTH PLAIN on all of them at
 // once and returns each reply code (0: no reply).

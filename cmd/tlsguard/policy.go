@@ -24,6 +24,7 @@ const policyUsage = `usage:
   tlsguard policy explain --policy FILE --from ADDR --to ADDR [--to ADDR...]
                           [--user NAME] [--ip IP] [--tls] [--listener NAME]
                           [--size BYTES] [--prior-recipients N]
+                          [--group DN...] [--address ADDR...]
       print the decision, the SMTP reply, the rule (file:line) that decided,
       and why each earlier rule did not match
   tlsguard policy test FILE CASES.yaml
@@ -135,6 +136,9 @@ func policyExplain(args []string, stdout, stderr io.Writer) int {
 	listener := fs.String("listener", "", "the listener name")
 	size := fs.Int64("size", 0, "the SIZE= the client declared")
 	prior := fs.Int("prior-recipients", 0, "recipients already accepted in this message")
+	var groups, addrs stringList
+	fs.Var(&groups, "group", "a directory group of the user, as the source reports it (repeat for several; see tlsguard auth test)")
+	fs.Var(&addrs, "address", "an address of the user in the directory, for {addresses} (repeat for several)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -148,7 +152,11 @@ func policyExplain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, "policy explain: --from is required (\"<>\" for the null sender)\n")
 		return 2
 	}
-	s := policy.Session{Listener: *listener, TLS: *tls, User: *user}
+	s := policy.Session{Listener: *listener, TLS: *tls, User: *user, Groups: groups, Addresses: addrs}
+	if *user == "" && len(groups)+len(addrs) > 0 {
+		fmt.Fprint(stderr, "policy explain: --group and --address describe a logged-in user: give --user too\n")
+		return 2
+	}
 	if *ipStr != "" {
 		ip, err := netip.ParseAddr(*ipStr)
 		if err != nil {

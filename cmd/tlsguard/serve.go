@@ -15,9 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/tlsguard/tlsguard/certs"
+	"github.com/tlsguard/tlsguard/internal/auth"
 	"github.com/tlsguard/tlsguard/internal/config"
 	"github.com/tlsguard/tlsguard/logging"
 	"github.com/tlsguard/tlsguard/policy"
@@ -68,6 +70,9 @@ type app struct {
 	certs   *certs.Manager
 	srv     *proxy.Server
 	metrics *adminMetrics
+
+	registry    prometheus.Registerer
+	authMetrics *auth.Metrics // built once: reloads rebuild the sources, not their metrics
 }
 
 // reloaded counts a reload of what and logs a refusal.
@@ -94,6 +99,8 @@ func serve(cfg *config.Config, log *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
+	reg, am := newRegistry(func() *certs.Manager { return a.certs })
+	a.metrics, a.registry = am, reg
 	auth, err := a.authenticator()
 	if err != nil {
 		return err
@@ -111,8 +118,6 @@ func serve(cfg *config.Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	reg, am := newRegistry(func() *certs.Manager { return a.certs })
-	a.metrics = am
 	a.srv, err = proxy.New(proxy.Config{
 		Metrics:         proxy.NewMetrics(reg),
 		Hostname:        cfg.Hostname,
@@ -130,7 +135,7 @@ func serve(cfg *config.Config, log *zap.Logger) error {
 		return err
 	}
 	if auth == nil {
-		log.Warn("no auth configured (auth.users_file or auth.backend): AUTH is not offered, only local delivery and trusted networks work")
+		log.Warn("no auth configured (auth.sources, auth.users_file or auth.backend): AUTH is not offered, only local delivery and trusted networks work")
 	}
 	startCtx, cancel := context.WithTimeout(ctx, cfg.Backend.Timeout)
 	err = a.srv.Start(startCtx)
@@ -200,7 +205,10 @@ func (a *app) reload() (policyLoaded bool) {
 	a.reloaded("policy", err)
 	auth, err := a.authenticator()
 	if err == nil {
-		a.srv.SetAuthenticator(auth)
+		old := a.srv.SetAuthenticator(auth)
+		if c, ok := old.(interface{ Close() }); ok {
+			c.Close() // its pooled connections to directories and Dovecot
+		}
 	}
 	a.reloaded("users", err)
 	if a.certs != nil {
@@ -227,30 +235,23 @@ func (a *app) loadPolicy() (*policy.Policy, error) {
 }
 
 // authenticator builds the credential check the config asks for, or nil.
-func (a *app) authenticator() (proxy.Authenticator, error) {
-	switch {
-	case a.cfg.Auth.UsersFile != "":
-		h, err := policy.LoadHtpasswd(a.cfg.Auth.UsersFile)
-		if err != nil {
-			return nil, fmt.Errorf("auth.users_file: %w", err)
-		}
-		a.log.Info("users loaded", zap.String("users_file", a.cfg.Auth.UsersFile), zap.Int("users", h.Users()))
-		return htpasswdAuth{h}, nil
-	case a.cfg.Auth.Backend:
-		b, err := a.backendConfig()
-		if err != nil {
-			return nil, err
-		}
-		return proxy.NewBackendAuthenticator(b, a.cfg.Hostname), nil
+func (a *app) authenticator() (auth.Source, error) {
+	if a.authMetrics == nil {
+		a.authMetrics = auth.NewMetrics(a.registry)
 	}
-	return nil, nil
-}
-
-// htpasswdAuth adapts policy.Htpasswd to proxy.Authenticator.
-type htpasswdAuth struct{ h *policy.Htpasswd }
-
-func (h htpasswdAuth) Authenticate(_ context.Context, user, password string) (bool, error) {
-	return h.h.Verify(user, password), nil
+	src, chain, err := buildSources(&a.cfg.Auth, authBuild{
+		backend:  a.backendConfig,
+		hostname: a.cfg.Hostname,
+		obs:      a.authMetrics,
+		info:     func(msg string, kv ...any) { a.log.Sugar().Infow(msg, kv...) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	if chain != nil {
+		a.log.Info("credential sources", zap.Strings("sources", chain.Sources()))
+	}
+	return src, nil
 }
 
 // backendConfig builds the backend leg, with its TLS settings.

@@ -97,13 +97,6 @@ type Backend struct {
 	SpoolAfter time.Duration `yaml:"spool_after"`
 }
 
-// Auth is the auth section: where credentials are checked.
-type Auth struct {
-	Pos       yamlx.Pos
-	UsersFile string `yaml:"users_file"`
-	Backend   bool   `yaml:"backend"`
-}
-
 // Limits is the limits section: what one client may use.
 type Limits struct {
 	Pos              yamlx.Pos
@@ -179,6 +172,7 @@ func (c *Config) placeSections(path string) {
 	c.TLS.Pos = c.section(c.TLS.Pos, "tls")
 	c.Backend.Pos = c.section(c.Backend.Pos, "backend")
 	c.Auth.Pos = c.section(c.Auth.Pos, "auth")
+	c.Auth.placeSources()
 	c.Limits.Pos = c.section(c.Limits.Pos, "limits")
 }
 
@@ -209,7 +203,7 @@ func (c *Config) resolvePaths(dir string) {
 	}
 	abs(&c.StateDir)
 	abs(&c.Policy)
-	abs(&c.Auth.UsersFile)
+	c.Auth.resolvePaths(abs)
 	abs(&c.Backend.TLSCAFile)
 	c.TLS.ResolvePaths(dir)
 }

@@ -149,12 +149,7 @@ func (c *Config) validateBackend() yamlx.Errors {
 	return errs
 }
 
-func (c *Config) validateAuth() yamlx.Errors {
-	if c.Auth.UsersFile != "" && c.Auth.Backend {
-		return yamlx.Errors{yamlx.Errorf(c.Auth.Pos, "backend", "choose one: users_file or backend: true")}
-	}
-	return nil
-}
+func (c *Config) validateAuth() yamlx.Errors { return c.Auth.validate() }
 
 // validateTop checks the keys at the top level of the file.
 func (c *Config) validateTop() yamlx.Errors {

@@ -1,4 +1,4 @@
-package policy_test
+package auth_test
 
 import (
 	"os"
@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/tlsguard/tlsguard/policy"
+	"github.com/tlsguard/tlsguard/internal/auth"
 )
 
 func bcryptHash(t *testing.T, password string) string {
@@ -40,7 +40,7 @@ func TestHtpasswdVerify(t *testing.T) {
 		t.Fatalf("bcrypt now writes %q; adjust the prefix rewriting", alice[:4])
 	}
 	path := writeFile(t, "# users\n\nalice:"+alice+"\r\nbob:"+bob+"\ncarol:"+carol+"\ndave:"+dave)
-	h, err := policy.LoadHtpasswd(path)
+	h, err := auth.LoadHtpasswd(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestHtpasswdApacheHash(t *testing.T) {
 	} else {
 		t.Log("htpasswd (apache2-utils) not installed; checking the recorded hash only")
 	}
-	h, err := policy.LoadHtpasswd(writeFile(t, lines))
+	h, err := auth.LoadHtpasswd(writeFile(t, lines))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestHtpasswdErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		path := writeFile(t, tc.content)
-		_, err := policy.LoadHtpasswd(path)
+		_, err := auth.LoadHtpasswd(path)
 		if err == nil || !strings.Contains(err.Error(), path+tc.want) {
 			t.Errorf("%q:\n got %v\nwant %q", tc.content, err, path+tc.want)
 			continue
@@ -125,7 +125,7 @@ func TestHtpasswdErrors(t *testing.T) {
 			t.Errorf("error leaks the hash or password: %v", err)
 		}
 	}
-	if _, err := policy.LoadHtpasswd(filepath.Join(t.TempDir(), "missing")); err == nil || !os.IsNotExist(err) && !strings.Contains(err.Error(), "no such file") {
+	if _, err := auth.LoadHtpasswd(filepath.Join(t.TempDir(), "missing")); err == nil || !os.IsNotExist(err) && !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing file: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package proxy
+package auth
 
 import (
 	"net/netip"
@@ -26,7 +26,7 @@ const rememberPerUser = 16
 // client's command timeout (RFC 5321 4.5.3.2.7 gives it minutes).
 const authSlotWait = 5 * time.Second
 
-// verdict is the outcome of a reservation.
+// verdict is the outcome of a Reservation.
 type verdict int
 
 const (
@@ -339,31 +339,43 @@ func (s *slots) acquire(known bool) (func(), bool) {
 	}, true
 }
 
-// authLimits is the whole throttle: failure budgets per address, per user
+// Throttle is the whole throttle: failure budgets per address, per user
 // at an address and per user across addresses without good history, the
-// good history itself, and the check slots.
-type authLimits struct {
-	addr     *budget // key: addrKey
-	userAddr *budget // key: user NUL addrKey
+// good history itself, and the check slots. It is safe for concurrent use
+// and outlives reloads of the credential sources.
+type Throttle struct {
+	addr     *budget // key: AddrKey
+	userAddr *budget // key: user NUL AddrKey
 	user     *budget // key: user; spent only for addresses without good history
 	history  *history
 	slots    *slots
 }
 
-func newAuthLimits(l Limits) *authLimits {
-	return &authLimits{
-		addr:     newBudget(l.AuthMaxFailures, l.AuthFailWindow, maxThrottleKeys),
-		userAddr: newBudget(l.AuthMaxFailures, l.AuthFailWindow, maxThrottleKeys),
-		user:     newBudget(l.AuthUserMaxFailures, l.AuthFailWindow, maxThrottleKeys),
-		history:  newHistory(l.AuthRemember, maxThrottleKeys),
-		slots:    newSlots(l.AuthMaxConcurrent, authSlotWait),
+// ThrottleLimits are the throttle's numbers; proxy.Limits documents them
+// (auth_max_failures and the keys after it in the README).
+type ThrottleLimits struct {
+	MaxFailures     int           // failures per address, and per user at an address, in FailWindow
+	UserMaxFailures int           // failures per user from addresses without good history
+	FailWindow      time.Duration // how long a failure is remembered
+	Remember        time.Duration // how long good history lasts
+	MaxConcurrent   int           // password checks at once
+}
+
+// NewThrottle builds a throttle; every limit must be positive.
+func NewThrottle(l ThrottleLimits) *Throttle {
+	return &Throttle{
+		addr:     newBudget(l.MaxFailures, l.FailWindow, maxThrottleKeys),
+		userAddr: newBudget(l.MaxFailures, l.FailWindow, maxThrottleKeys),
+		user:     newBudget(l.UserMaxFailures, l.FailWindow, maxThrottleKeys),
+		history:  newHistory(l.Remember, maxThrottleKeys),
+		slots:    newSlots(l.MaxConcurrent, authSlotWait),
 	}
 }
 
-// addrKey is the address a budget counts: the address itself for IPv4,
+// AddrKey is the address a budget counts: the address itself for IPv4,
 // its /64 for IPv6, since one subscriber is commonly given a whole /64
 // (RFC 6177) and could otherwise guess from 2^64 addresses.
-func addrKey(ip netip.Addr) string {
+func AddrKey(ip netip.Addr) string {
 	ip = ip.Unmap()
 	if ip.Is4() {
 		return ip.String()
@@ -372,53 +384,53 @@ func addrKey(ip netip.Addr) string {
 	return p.String()
 }
 
-// reservation is one attempt paid for in every budget that applies to it.
-type reservation struct {
-	l                    *authLimits
+// Reservation is one attempt paid for in every budget that applies to it.
+type Reservation struct {
+	l                    *Throttle
 	addr, userAddr, user string // user "": not charged to the user budget
 }
 
-// authRefusal says why an attempt was refused before any check.
-type authRefusal struct {
-	why    string
-	hangUp bool // 421 and close: this address (for this user) is spent
+// Refusal says why an attempt was refused before any check.
+type Refusal struct {
+	Why    string
+	HangUp bool // 421 and close: this address (for this user) is spent
 }
 
 // reserve charges one attempt of user from addr; known means addr has good
 // history for user, which exempts it from the user budget.
-func (l *authLimits) reserve(user, addr string, known bool) (*reservation, *authRefusal) {
-	r := &reservation{l: l, addr: addr, userAddr: user + "\x00" + addr}
+func (l *Throttle) Reserve(user, addr string, known bool) (*Reservation, *Refusal) {
+	r := &Reservation{l: l, addr: addr, userAddr: user + "\x00" + addr}
 	switch l.addr.reserve(r.addr) {
 	case spent:
-		return nil, &authRefusal{"address throttled", true}
+		return nil, &Refusal{"address throttled", true}
 	case inFlight:
-		return nil, &authRefusal{"address has attempts in flight", false}
+		return nil, &Refusal{"address has attempts in flight", false}
 	}
 	switch l.userAddr.reserve(r.userAddr) {
 	case spent:
 		l.addr.refund(r.addr)
-		return nil, &authRefusal{"user throttled at this address", true}
+		return nil, &Refusal{"user throttled at this address", true}
 	case inFlight:
 		l.addr.refund(r.addr)
-		return nil, &authRefusal{"user has attempts in flight at this address", false}
+		return nil, &Refusal{"user has attempts in flight at this address", false}
 	}
 	if known {
 		return r, nil
 	}
 	switch l.user.reserve(user) {
 	case spent:
-		r.refund()
-		return nil, &authRefusal{"user throttled at new addresses", false}
+		r.Refund()
+		return nil, &Refusal{"user throttled at new addresses", false}
 	case inFlight:
-		r.refund()
-		return nil, &authRefusal{"user has attempts in flight at new addresses", false}
+		r.Refund()
+		return nil, &Refusal{"user has attempts in flight at new addresses", false}
 	}
 	r.user = user
 	return r, nil
 }
 
 // refund gives the attempt back to every budget it was charged to.
-func (r *reservation) refund() {
+func (r *Reservation) Refund() {
 	r.l.addr.refund(r.addr)
 	r.l.userAddr.refund(r.userAddr)
 	if r.user != "" {
@@ -429,7 +441,7 @@ func (r *reservation) refund() {
 // fail counts the attempt as a failure; over means the address, or the user
 // at it, has now reached its limit (the per-user budget only refuses later
 // attempts from new addresses, it never ends this session).
-func (r *reservation) fail() (over bool) {
+func (r *Reservation) Fail() (over bool) {
 	over = r.l.addr.fail(r.addr)
 	if r.l.userAddr.fail(r.userAddr) {
 		over = true
@@ -440,15 +452,30 @@ func (r *reservation) fail() (over bool) {
 	return over
 }
 
-// failAddr counts a failure that has no user to charge (a malformed
+// FailAddr counts a failure that has no user to charge (a malformed
 // exchange, a bad user name) against the address alone, if its budget
 // allows one more.
-func (l *authLimits) failAddr(addr string) (over bool, ref *authRefusal) {
+func (l *Throttle) FailAddr(addr string) (over bool, ref *Refusal) {
 	switch l.addr.reserve(addr) {
 	case spent:
-		return false, &authRefusal{"address throttled", true}
+		return false, &Refusal{"address throttled", true}
 	case inFlight:
-		return false, &authRefusal{"address has attempts in flight", false}
+		return false, &Refusal{"address has attempts in flight", false}
 	}
 	return l.addr.fail(addr), nil
 }
+
+// Blocked reports whether addr's failures have reached the limit, so that
+// an AUTH from it can be refused before credentials are read.
+func (l *Throttle) Blocked(addr string) bool { return l.addr.blocked(addr) }
+
+// Known reports whether user logged in from addr recently (good history).
+func (l *Throttle) Known(user, addr string) bool { return l.history.known(user, addr) }
+
+// Remember records a successful login of user from addr.
+func (l *Throttle) Remember(user, addr string) { l.history.remember(user, addr) }
+
+// Acquire waits for a check slot; known is an address with good history for
+// the user. It returns the release function, or false when no slot came
+// free in time.
+func (l *Throttle) Acquire(known bool) (release func(), ok bool) { return l.slots.acquire(known) }

@@ -1,4 +1,4 @@
-package proxy
+package auth
 
 import (
 	"fmt"
@@ -26,7 +26,7 @@ func TestBudgetLimitAndWindow(t *testing.T) {
 	b := budgetAt(clk, 3, 100)
 	for i := 0; i < 2; i++ {
 		if v := b.reserve("a"); v != granted {
-			t.Fatalf("reservation %d: %v", i+1, v)
+			t.Fatalf("Reservation %d: %v", i+1, v)
 		}
 		if b.fail("a") {
 			t.Fatalf("over the limit after %d failures of 3", i+1)
@@ -186,8 +186,8 @@ func TestBudgetKeepsOffenderUnderCapacity(t *testing.T) {
 // alone.
 func TestAuthLimitsBudgets(t *testing.T) {
 	clk := newFakeClock()
-	l := newAuthLimits(Limits{AuthMaxFailures: 2, AuthUserMaxFailures: 3, AuthFailWindow: time.Minute,
-		AuthRemember: time.Hour, AuthMaxConcurrent: 4})
+	l := NewThrottle(ThrottleLimits{MaxFailures: 2, UserMaxFailures: 3, FailWindow: time.Minute,
+		Remember: time.Hour, MaxConcurrent: 4})
 	for _, b := range []*budget{l.addr, l.userAddr, l.user} {
 		b.now = clk.now
 	}
@@ -196,40 +196,40 @@ func TestAuthLimitsBudgets(t *testing.T) {
 	l.history.remember("bob", "10.0.0.1")
 	// Guessers at three new addresses spend bob's per-user budget.
 	for _, a := range []string{"10.0.0.2", "10.0.0.3", "10.0.0.4"} {
-		r, ref := l.reserve("bob", a, l.history.known("bob", a))
+		r, ref := l.Reserve("bob", a, l.history.known("bob", a))
 		if ref != nil {
-			t.Fatalf("guess from %s refused: %s", a, ref.why)
+			t.Fatalf("guess from %s refused: %s", a, ref.Why)
 		}
-		if r.fail() {
+		if r.Fail() {
 			t.Fatalf("one failure from %s ended the session", a)
 		}
 	}
-	_, ref := l.reserve("bob", "10.0.0.5", false)
-	if ref == nil || ref.hangUp {
+	_, ref := l.Reserve("bob", "10.0.0.5", false)
+	if ref == nil || ref.HangUp {
 		t.Fatalf("new address after the user budget: %+v, want a refusal without hang-up", ref)
 	}
 	// bob's remembered address is checked normally.
-	r, ref := l.reserve("bob", "10.0.0.1", l.history.known("bob", "10.0.0.1"))
+	r, ref := l.Reserve("bob", "10.0.0.1", l.history.known("bob", "10.0.0.1"))
 	if ref != nil {
-		t.Fatalf("remembered address refused: %s", ref.why)
+		t.Fatalf("remembered address refused: %s", ref.Why)
 	}
-	r.refund()
+	r.Refund()
 	// Another user at a guessing address is untouched.
-	if _, ref := l.reserve("alice", "10.0.0.2", false); ref != nil {
-		t.Fatalf("alice at a guessing address refused: %s", ref.why)
+	if _, ref := l.Reserve("alice", "10.0.0.2", false); ref != nil {
+		t.Fatalf("alice at a guessing address refused: %s", ref.Why)
 	}
 
 	// Two failures from one address: spent, with a hang-up, for every user.
 	for i := 0; i < 2; i++ {
-		r, ref := l.reserve(fmt.Sprintf("u%d", i), "10.0.1.1", false)
+		r, ref := l.Reserve(fmt.Sprintf("u%d", i), "10.0.1.1", false)
 		if ref != nil {
-			t.Fatalf("guess %d refused: %s", i, ref.why)
+			t.Fatalf("guess %d refused: %s", i, ref.Why)
 		}
-		if over := r.fail(); over != (i == 1) {
+		if over := r.Fail(); over != (i == 1) {
 			t.Fatalf("guess %d: over=%v", i, over)
 		}
 	}
-	if _, ref := l.reserve("alice", "10.0.1.1", true); ref == nil || !ref.hangUp {
+	if _, ref := l.Reserve("alice", "10.0.1.1", true); ref == nil || !ref.HangUp {
 		t.Fatalf("spent address: %+v, want a hang-up", ref)
 	}
 	// A refused attempt charged nothing: the user budgets it passed are intact.
@@ -238,8 +238,8 @@ func TestAuthLimitsBudgets(t *testing.T) {
 	}
 	// The window passes: all budgets are back.
 	clk.advance(2 * time.Minute)
-	if _, ref := l.reserve("bob", "10.0.0.5", false); ref != nil {
-		t.Fatalf("after the window: %s", ref.why)
+	if _, ref := l.Reserve("bob", "10.0.0.5", false); ref != nil {
+		t.Fatalf("after the window: %s", ref.Why)
 	}
 	// Good history expires after AuthRemember.
 	clk.advance(2 * time.Hour)
@@ -285,8 +285,8 @@ func TestAddrKey(t *testing.T) {
 		"2001:db8:1:2:ffff::1": "2001:db8:1:2::/64",
 		"::1":                  "::/64",
 	} {
-		if got := addrKey(netip.MustParseAddr(in)); got != want {
-			t.Errorf("addrKey(%s) = %s, want %s", in, got, want)
+		if got := AddrKey(netip.MustParseAddr(in)); got != want {
+			t.Errorf("AddrKey(%s) = %s, want %s", in, got, want)
 		}
 	}
 }
