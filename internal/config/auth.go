@@ -14,8 +14,8 @@ import (
 // and backend: true are shorthands for a one-source list.
 type Auth struct {
 	Pos       yamlx.Pos
-	UsersFile string           `yaml:"users_file"`
-	Backend   bool             `yaml:"backend"`
+	UsersFile string       `yaml:"users_file"`
+	Backend   bool         `yaml:"backend"`
 	Sources   []AuthSource `yaml:"sources"`
 	Cache     AuthCache    `yaml:"cache"`
 }
@@ -28,7 +28,7 @@ type AuthSource struct {
 	POP3     *Mailbox  `yaml:"pop3"`
 	Dovecot  *Dovecot  `yaml:"dovecot"`
 	Htpasswd *Htpasswd `yaml:"htpasswd"`
-	Backend  *bool         `yaml:"backend"`
+	Backend  *bool     `yaml:"backend"`
 }
 
 // LDAP is an ldap source.
@@ -81,13 +81,12 @@ type Htpasswd struct {
 
 // AuthCache is auth.cache.
 type AuthCache struct {
-	Pos         yamlx.Pos
+	Pos yamlx.Pos
 	// TTL is a pointer because 0s (cache off) differs from unset.
 	TTL         *time.Duration `yaml:"ttl"`
 	NegativeTTL time.Duration  `yaml:"negative_ttl"`
 	MaxEntries  int            `yaml:"max_entries"`
 }
-
 
 // validate checks the auth section and names each source; errors are
 // file:line: key: message.
@@ -303,7 +302,6 @@ func (a *Auth) resolvePaths(abs func(*string)) {
 		}
 	}
 }
-
 
 // placeSources gives entries that are not mappings (yamlx has reported
 // them) and an absent cache section a position, so errors about them
