@@ -54,6 +54,13 @@ type ListenerConfig struct {
 	// before it is disconnected (spambots do; real MTAs wait, RFC 5321
 	// 3.1). Zero: greet at once. For MX ports (postscreen uses 6 s).
 	GreetingDelay time.Duration
+	// MaxSessions bounds this listener's open sessions inside
+	// Limits.MaxSessions, so that a flood on one listener (an MX port is
+	// open to anyone) cannot take the sessions another one needs; beyond
+	// it a client gets 421 4.7.0. Zero: only Limits.MaxSessions bounds it.
+	// Caps that add up to at most Limits.MaxSessions guarantee each
+	// listener its own.
+	MaxSessions int
 }
 
 // BackendConfig describes the legacy server that receives accepted mail.
@@ -256,7 +263,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, limits: cfg.Limits, log: log, open: map[*conn]net.Conn{}}
-	s.sessions = sessionTable{perIP: map[netip.Addr]int{}, maxTotal: s.limits.MaxSessions, maxPerIP: s.limits.MaxSessionsPerIP}
+	s.sessions = sessionTable{perListener: map[string]int{}, perIP: map[netip.Addr]int{}, maxTotal: s.limits.MaxSessions, maxPerIP: s.limits.MaxSessionsPerIP}
 	s.metrics = cfg.Metrics
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
@@ -412,9 +419,11 @@ func (s *Server) smtpServer(lc ListenerConfig) *smtp.Server {
 	srv.MaxMessageBytes = s.advertisedSize()
 	srv.MaxRecipients = s.limits.MaxRecipients
 	srv.MaxLineLength = s.limits.MaxLineLength
-	// Timeouts are enforced per read and write by conn (sliding deadlines);
-	// go-smtp's own ReadTimeout would cut off a slow but moving DATA.
-	srv.ReadTimeout = 0
+	// Timeouts are enforced by conn: go-smtp's ReadTimeout would cut off a
+	// slow but moving DATA. It is set only so that go-smtp calls
+	// SetReadDeadline as it starts each line, which conn takes as the start
+	// of that command's time (conn.SetReadDeadline).
+	srv.ReadTimeout = s.limits.CommandTimeout
 	srv.WriteTimeout = 0
 	srv.AllowInsecureAuth = false // AUTH only after TLS: never change this
 	if lc.TLS == TLSStartTLS {
