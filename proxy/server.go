@@ -307,7 +307,29 @@ func (s *Server) Start(ctx context.Context) error {
 		s.listeners = append(s.listeners, s.serve(lc, raws[i]))
 	}
 	s.serving.Store(true)
+	s.warnSharedSessions(s.cfg.Listeners)
 	return nil
+}
+
+// warnSharedSessions warns when the listeners' session caps add up to more
+// than Limits.MaxSessions (a listener without a cap counts as the total):
+// a flood on one listener can then take the sessions another one needs.
+func (s *Server) warnSharedSessions(ls []ListenerConfig) {
+	total := s.limits.MaxSessions
+	sum := 0
+	var uncapped []string
+	for _, l := range ls {
+		if l.MaxSessions > 0 && l.MaxSessions < total {
+			sum += l.MaxSessions
+			continue
+		}
+		sum += total
+		uncapped = append(uncapped, l.Name)
+	}
+	if len(ls) > 1 && sum > total {
+		s.log.Warn("listener session caps (listeners[].max_sessions) add up to more than limits.max_sessions: a flood on one listener can take the sessions another needs",
+			zap.Int("max_sessions", total), zap.Int("caps_sum", sum), zap.Strings("uncapped", uncapped))
+	}
 }
 
 // serve starts go-smtp on a bound listener. s.mu is held.
@@ -323,7 +345,7 @@ func (s *Server) serve(lc ListenerConfig, raw net.Listener) *listener {
 		}
 	}()
 	s.log.Info("listening", zap.String("listener", lc.Name), zap.Stringer("address", raw.Addr()), zap.Bool("proxy_protocol", lc.ProxyProtocol != nil),
-		zap.String("tls", string(lc.TLS)), zap.Bool("require_tls", lc.RequireTLS), zap.Bool("auth", lc.Auth && s.cfg.Auth != nil))
+		zap.String("tls", string(lc.TLS)), zap.Bool("require_tls", lc.RequireTLS), zap.Bool("auth", lc.Auth && s.cfg.Auth != nil), zap.Int("max_sessions", lc.MaxSessions))
 	return l
 }
 
@@ -392,6 +414,7 @@ func (s *Server) UpdateListeners(want []ListenerConfig) error {
 		s.listeners = append(s.listeners, s.serve(w, raw))
 	}
 	s.cfg.Listeners = want
+	s.warnSharedSessions(want)
 	return errors.Join(errs...)
 }
 
