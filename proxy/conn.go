@@ -152,8 +152,9 @@ func (c *conn) Read(b []byte) (int, error) {
 		// the reply is ours (go-smtp would turn a BDAT read error into a
 		// permanent 554 that leaks socket addresses), and later reads see
 		// EOF. Outside, go-smtp answers its own 421 4.4.2 to the timeout;
-		// the next read times out again, because bufio hands go-smtp a
-		// half-sent line as a line and drops the error that cut it off.
+		// later reads time out again, so that a timeout go-smtp drops
+		// without a reply (inside an AUTH exchange) gets it at the next
+		// command read.
 		if c.inData {
 			err = errStalledData
 			c.timeoutSaid = true
