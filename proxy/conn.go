@@ -16,9 +16,14 @@ import (
 // as the connection (go-smtp's Session restarts after STARTTLS), and it
 // enforces what go-smtp does not:
 //
-//   - a sliding idle deadline on every read and write, so a slow but moving
-//     DATA upload is never cut off while a stalled one is (go-smtp's
-//     ReadTimeout is one deadline for a whole DATA, issue #196);
+//   - outside a message, one deadline per command line: the command timeout
+//     runs from when go-smtp starts reading the line, so a client that
+//     trickles bytes without ever finishing a command is cut off all the
+//     same (RFC 5321 4.5.3.2.7 bounds the wait for a command, not for each
+//     byte of it);
+//   - inside a message, a sliding idle deadline on every read, so a slow
+//     but moving DATA upload is never cut off while a stalled one is
+//     (go-smtp's ReadTimeout is one deadline for a whole DATA, issue #196);
 //   - after a read timeout every later read fails at once, so a stalled DATA
 //     can never resynchronise into commands;
 //   - closeAfterReply: the next reply written is the last one.
@@ -31,7 +36,7 @@ type conn struct {
 	ip    netip.Addr
 	start time.Time
 
-	idle      atomic.Int64 // current idle timeout in nanoseconds
+	idle      atomic.Int64 // current timeout in nanoseconds: per command line, or per read in a message
 	writeIdle time.Duration
 
 	wmu  sync.Mutex
@@ -51,6 +56,8 @@ type conn struct {
 	inData        bool // reading a message (DATA or BDAT)
 	timeoutSaid   bool // the timeout was reported once; later reads see EOF
 	upgradeSeen   bool // STARTTLS succeeded and was counted
+
+	cmdDeadline time.Time // guarded by mu: when the command line being read must be complete
 }
 
 // sessionSummary collects what the per-session log line reports.
@@ -72,12 +79,33 @@ var readyToStartTLS = []byte("220 2.0.0 Ready to start TLS")
 
 func (c *conn) setIdle(d time.Duration) { c.idle.Store(int64(d)) }
 
+// startCommand starts the clock for the next command line. c.mu is held.
+func (c *conn) startCommand() {
+	c.cmdDeadline = time.Time{}
+	if d := time.Duration(c.idle.Load()); d > 0 {
+		c.cmdDeadline = time.Now().Add(d)
+	}
+}
+
+// SetReadDeadline is how go-smtp (with Server.ReadTimeout set) says that it
+// starts reading a line: a command, or a line of an AUTH exchange. The
+// conn applies its own timeout from that moment (the command timeout, or
+// the handshake's after STARTTLS), whatever deadline go-smtp computed.
+func (c *conn) SetReadDeadline(time.Time) error {
+	c.mu.Lock()
+	c.startCommand()
+	c.mu.Unlock()
+	return nil
+}
+
 // setData marks whether a message is being read, with its idle timeout.
+// Leaving a message starts a new command clock.
 func (c *conn) setData(on bool, idle time.Duration) {
+	c.setIdle(idle)
 	c.mu.Lock()
 	c.inData = on
+	c.startCommand()
 	c.mu.Unlock()
-	c.setIdle(idle)
 }
 
 // upgraded reports, once, that STARTTLS succeeded on this connection.
@@ -105,10 +133,15 @@ func (c *conn) Read(b []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, err
 	}
-	c.mu.Unlock()
-	if d := time.Duration(c.idle.Load()); d > 0 {
-		c.Conn.SetReadDeadline(time.Now().Add(d))
+	deadline := c.cmdDeadline
+	if c.inData {
+		deadline = time.Time{}
+		if d := time.Duration(c.idle.Load()); d > 0 {
+			deadline = time.Now().Add(d)
+		}
 	}
+	c.mu.Unlock()
+	c.Conn.SetReadDeadline(deadline)
 	n, err := c.Conn.Read(b)
 	c.mu.Lock()
 	first := !c.sawFirst && n > 0
@@ -117,13 +150,16 @@ func (c *conn) Read(b []byte) (int, error) {
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		// Sticky: nothing more is read from this client. Inside a message
 		// the reply is ours (go-smtp would turn a BDAT read error into a
-		// permanent 554 that leaks socket addresses); outside, go-smtp
-		// answers its own 421 4.4.2 to the timeout.
+		// permanent 554 that leaks socket addresses), and later reads see
+		// EOF. Outside, go-smtp answers its own 421 4.4.2 to the timeout;
+		// later reads time out again, so that a timeout go-smtp drops
+		// without a reply (inside an AUTH exchange) gets it at the next
+		// command read.
 		if c.inData {
 			err = errStalledData
+			c.timeoutSaid = true
 		}
 		c.readErr = err
-		c.timeoutSaid = true
 	}
 	c.mu.Unlock()
 	if first && c.l.cfg.TLS != TLSImplicit && notSMTP(b[:n]) {
@@ -158,6 +194,7 @@ func (c *conn) Write(b []byte) (int, error) {
 		c.startTLSSent = true
 		// The handshake (and the EHLO after it) has its own, shorter bound.
 		c.setIdle(c.l.srv.limits.HandshakeTimeout)
+		c.startCommand()
 		c.l.srv.metrics.startTLS.WithLabelValues(c.l.cfg.Name).Inc()
 	}
 	last := c.lastReply
@@ -202,7 +239,10 @@ var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &
 // would go on answering the commands it has read, each answer waiting out
 // another write_timeout. Instead the socket is closed at once, so the
 // session's next read fails and it ends; later writes fail immediately.
-func (c *conn) flush() error {
+func (c *conn) flush() error { return c.flushWithin(c.writeIdle) }
+
+// flushWithin is flush with d (if positive) as the bound of the write.
+func (c *conn) flushWithin(d time.Duration) error {
 	c.wmu.Lock()
 	if c.wbuf == nil || c.werr != nil {
 		err := c.werr
@@ -211,8 +251,8 @@ func (c *conn) flush() error {
 	}
 	buf := c.wbuf
 	c.wbuf = nil
-	if c.writeIdle > 0 {
-		c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle))
+	if d > 0 {
+		c.Conn.SetWriteDeadline(time.Now().Add(d))
 	}
 	n, err := c.Conn.Write(*buf)
 	if err != nil {
@@ -252,8 +292,16 @@ func (c *conn) summary(f func(s *sessionSummary)) {
 	c.mu.Unlock()
 }
 
-// Close sends what is held, closes the connection once, releases its slot
-// and logs the session.
+// closeFlushTimeout bounds the last write to a client, sent after its
+// session slots are given back (crypto/tls gives its close_notify as long).
+const closeFlushTimeout = 5 * time.Second
+
+// Close releases the connection's session slots, sends what is held,
+// closes the connection once and logs the session. The slots go back
+// before the last reply leaves: a client that reads its 221 and connects
+// again at once must find its slot free, or a client that keeps exactly
+// max_sessions_per_ip sessions would now and then be refused. That last
+// write, no longer counted against any limit, gets a bound of its own.
 func (c *conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
@@ -266,9 +314,14 @@ func (c *conn) Close() error {
 			// client left before its first command inside TLS.
 			c.l.srv.metrics.handshakes.WithLabelValues(c.l.cfg.Name, "starttls", "", "failed").Inc()
 		}
-		c.flush()
-		err = c.Conn.Close()
 		c.l.release(c)
+		d := closeFlushTimeout
+		if c.writeIdle > 0 {
+			d = min(d, c.writeIdle)
+		}
+		c.flushWithin(d)
+		err = c.Conn.Close()
+		c.l.closed(c)
 	})
 	return err
 }

@@ -17,7 +17,7 @@ import (
 )
 
 // listener is the net.Listener go-smtp serves. The accept loop only takes a
-// slot of the total session limit; a goroutine per connection then reads a
+// slot of the listener's own limit and of the total; a goroutine per connection then reads a
 // PROXY header (where configured), applies the per-IP limit to the real
 // client address and, for implicit TLS, completes the handshake, each step
 // bounded by a timeout. So go-smtp only ever sees admitted connections, and a
@@ -64,8 +64,8 @@ func (l *listener) acceptLoop() {
 			continue
 		}
 		delay = 0
-		if !l.srv.sessions.acquireTotal() {
-			l.refuse(raw, addrOf(raw.RemoteAddr()), "limit_total", "Too many connections")
+		if reason := l.srv.sessions.acquire(l.cfg.Name, l.cfg.MaxSessions); reason != "" {
+			l.refuse(raw, addrOf(raw.RemoteAddr()), reason, "Too many connections")
 			continue
 		}
 		l.wg.Add(1)
@@ -88,7 +88,7 @@ func (l *listener) prepare(raw net.Conn) {
 		// line (conn.Read) and the connection closed.
 		pc := proxyproto.NewConn(raw, proxyproto.WithPolicy(proxyproto.REQUIRE), proxyproto.SetReadHeaderTimeout(pp.HeaderTimeout))
 		if _, err := pc.Read(nil); err != nil {
-			l.srv.sessions.releaseTotal()
+			l.srv.sessions.releaseSlot(l.cfg.Name)
 			l.srv.metrics.refused.WithLabelValues(l.cfg.Name, "proxy_header").Inc()
 			l.srv.log.Warn("PROXY header refused", zap.String("listener", l.cfg.Name), zap.Stringer("peer", addrOf(raw.RemoteAddr())), zap.Error(err))
 			raw.Close()
@@ -98,7 +98,7 @@ func (l *listener) prepare(raw net.Conn) {
 	}
 	ip := addrOf(under.RemoteAddr())
 	if !l.srv.sessions.acquireIP(ip) {
-		l.srv.sessions.releaseTotal()
+		l.srv.sessions.releaseSlot(l.cfg.Name)
 		l.refuse(raw, ip, "limit_per_ip", "Too many connections from your address")
 		return
 	}
@@ -107,6 +107,7 @@ func (l *listener) prepare(raw net.Conn) {
 	}
 	c := &conn{Conn: under, l: l, id: newSessionID(), ip: ip, start: time.Now(), writeIdle: l.srv.limits.WriteTimeout}
 	c.setIdle(l.srv.limits.CommandTimeout)
+	c.startCommand() // the wait for the first command; c is not shared yet
 	l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Inc()
 	l.srv.metrics.sessionsTotal.WithLabelValues(l.cfg.Name).Inc()
 	if l.tls == nil {
@@ -173,11 +174,15 @@ func (l *listener) hand(c net.Conn) bool {
 	}
 }
 
-// release frees the connection's slots and writes the per-session log line.
+// release frees the connection's slots: total, listener and client address.
 func (l *listener) release(c *conn) {
-	l.srv.sessions.release(c.ip)
-	l.srv.untrack(c)
+	l.srv.sessions.release(l.cfg.Name, c.ip)
 	l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Dec()
+}
+
+// closed forgets a closed connection and writes the per-session log line.
+func (l *listener) closed(c *conn) {
+	l.srv.untrack(c)
 	l.srv.logSession(l.cfg.Name, c)
 }
 
@@ -229,31 +234,50 @@ func (p *ProxyProtocol) trusts(ip netip.Addr) bool {
 	return false
 }
 
-// sessionTable counts open sessions in total and per client IP.
+// sessionTable counts open sessions in total, per listener and per client
+// IP. Listener counts are kept by name, so a listener replaced on reload
+// counts the sessions its predecessor still serves.
 type sessionTable struct {
-	mu       sync.Mutex
-	total    int
-	perIP    map[netip.Addr]int
-	maxTotal int
-	maxPerIP int
+	mu          sync.Mutex
+	total       int
+	perListener map[string]int
+	perIP       map[netip.Addr]int
+	maxTotal    int
+	maxPerIP    int
 }
 
-// acquireTotal takes one of the total slots; it also bounds the goroutines
-// that wait for a PROXY header or a handshake.
-func (t *sessionTable) acquireTotal() bool {
+// acquire takes one of the total slots and one of the listener's (max: its
+// own cap, 0 for none beyond the total); it returns the refusal reason, or
+// "" when admitted. It also bounds the goroutines that wait for a PROXY
+// header or a handshake.
+func (t *sessionTable) acquire(listener string, max int) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if max > 0 && t.perListener[listener] >= max {
+		return "limit_listener"
+	}
 	if t.maxTotal > 0 && t.total >= t.maxTotal {
-		return false
+		return "limit_total"
 	}
 	t.total++
-	return true
+	t.perListener[listener]++
+	return ""
 }
 
-func (t *sessionTable) releaseTotal() {
+// releaseSlot gives back what acquire took.
+func (t *sessionTable) releaseSlot(listener string) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.releaseSlotLocked(listener)
+}
+
+func (t *sessionTable) releaseSlotLocked(listener string) {
 	t.total--
-	t.mu.Unlock()
+	if t.perListener[listener] <= 1 {
+		delete(t.perListener, listener)
+	} else {
+		t.perListener[listener]--
+	}
 }
 
 // acquireIP takes one of ip's slots.
@@ -267,11 +291,11 @@ func (t *sessionTable) acquireIP(ip netip.Addr) bool {
 	return true
 }
 
-// release gives back both of a session's slots.
-func (t *sessionTable) release(ip netip.Addr) {
+// release gives back all of a session's slots.
+func (t *sessionTable) release(listener string, ip netip.Addr) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.total--
+	t.releaseSlotLocked(listener)
 	if t.perIP[ip] <= 1 {
 		delete(t.perIP, ip)
 	} else {

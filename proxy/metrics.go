@@ -49,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		sessionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_total",
 			Help: "Client sessions admitted, per listener."}, []string{"listener"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "connections_refused_total",
-			Help: "Connections refused before a session started, by reason (limit_total, limit_per_ip, proxy_header)."}, []string{"listener", "reason"}),
+			Help: "Connections refused before a session started, by reason (limit_listener, limit_total, limit_per_ip, proxy_header, early_talker)."}, []string{"listener", "reason"}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tls_handshakes_total",
 			Help: "TLS handshakes with clients by mode (implicit, starttls), version and result (ok, failed)."}, []string{"listener", "mode", "version", "result"}),
 		startTLS: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "starttls_total",

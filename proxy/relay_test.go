@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
 )
 
 const relayDenied = "550 5.7.1 Relaying denied. Authentication required."
@@ -458,6 +459,32 @@ func TestAuthenticatorErrorIsTemporary(t *testing.T) {
 	if !strings.HasPrefix(text, "4.7.0 ") || strings.Contains(text, "ldap") {
 		t.Errorf("authenticator error: 454 %s", text)
 	}
+}
+
+// A listener's own session limit: 421 4.7.0 and close on that listener,
+// while another listener still admits sessions within the total.
+func TestListenerSessionLimit(t *testing.T) {
+	e := newEnv(t, nil, func(c *proxyConfig) {
+		for i := range c.Listeners {
+			if c.Listeners[i].Name == lMX {
+				c.Listeners[i].MaxSessions = 2
+			}
+		}
+	})
+	a := e.dial(t, lMX)
+	e.dial(t, lMX)
+	c := e.dialNoGreet(t, lMX)
+	if text := c.expect(421); !strings.HasPrefix(text, "4.7.0 ") {
+		t.Errorf("over the listener's limit: 421 %s", text)
+	}
+	c.expectClosed()
+	e.dial(t, lSubmission).cmd("NOOP", 250)
+	if n := e.logs.FilterMessage("connection refused").FilterField(zap.String("reason", "limit_listener")).Len(); n != 1 {
+		t.Errorf("%d connection refused lines with reason limit_listener, want 1", n)
+	}
+	// The slot is free once a session has said QUIT and read its 221.
+	a.cmd("QUIT", 221)
+	e.dial(t, lMX).cmd("NOOP", 250)
 }
 
 // Total session limit → 421 and close.

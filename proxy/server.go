@@ -55,6 +55,13 @@ type ListenerConfig struct {
 	// before it is disconnected (spambots do; real MTAs wait, RFC 5321
 	// 3.1). Zero: greet at once. For MX ports (postscreen uses 6 s).
 	GreetingDelay time.Duration
+	// MaxSessions bounds this listener's open sessions inside
+	// Limits.MaxSessions, so that a flood on one listener (an MX port is
+	// open to anyone) cannot take the sessions another one needs; beyond
+	// it a client gets 421 4.7.0. Zero: only Limits.MaxSessions bounds it.
+	// Caps that add up to at most Limits.MaxSessions guarantee each
+	// listener its own.
+	MaxSessions int
 }
 
 // BackendConfig describes the legacy server that receives accepted mail.
@@ -251,7 +258,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, limits: cfg.Limits, log: log, open: map[*conn]net.Conn{}}
-	s.sessions = sessionTable{perIP: map[netip.Addr]int{}, maxTotal: s.limits.MaxSessions, maxPerIP: s.limits.MaxSessionsPerIP}
+	s.sessions = sessionTable{perListener: map[string]int{}, perIP: map[netip.Addr]int{}, maxTotal: s.limits.MaxSessions, maxPerIP: s.limits.MaxSessionsPerIP}
 	s.metrics = cfg.Metrics
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
@@ -299,7 +306,29 @@ func (s *Server) Start(ctx context.Context) error {
 		s.listeners = append(s.listeners, s.serve(lc, raws[i]))
 	}
 	s.serving.Store(true)
+	s.warnSharedSessions(s.cfg.Listeners)
 	return nil
+}
+
+// warnSharedSessions warns when the listeners' session caps add up to more
+// than Limits.MaxSessions (a listener without a cap counts as the total):
+// a flood on one listener can then take the sessions another one needs.
+func (s *Server) warnSharedSessions(ls []ListenerConfig) {
+	total := s.limits.MaxSessions
+	sum := 0
+	var uncapped []string
+	for _, l := range ls {
+		if l.MaxSessions > 0 && l.MaxSessions < total {
+			sum += l.MaxSessions
+			continue
+		}
+		sum += total
+		uncapped = append(uncapped, l.Name)
+	}
+	if len(ls) > 1 && sum > total {
+		s.log.Warn("listener session caps (listeners[].max_sessions) add up to more than limits.max_sessions: a flood on one listener can take the sessions another needs",
+			zap.Int("max_sessions", total), zap.Int("caps_sum", sum), zap.Strings("uncapped", uncapped))
+	}
 }
 
 // serve starts go-smtp on a bound listener. s.mu is held.
@@ -315,7 +344,7 @@ func (s *Server) serve(lc ListenerConfig, raw net.Listener) *listener {
 		}
 	}()
 	s.log.Info("listening", zap.String("listener", lc.Name), zap.Stringer("address", raw.Addr()), zap.Bool("proxy_protocol", lc.ProxyProtocol != nil),
-		zap.String("tls", string(lc.TLS)), zap.Bool("require_tls", lc.RequireTLS), zap.Bool("auth", lc.Auth && s.cfg.Auth != nil))
+		zap.String("tls", string(lc.TLS)), zap.Bool("require_tls", lc.RequireTLS), zap.Bool("auth", lc.Auth && s.cfg.Auth != nil), zap.Int("max_sessions", lc.MaxSessions))
 	return l
 }
 
@@ -384,6 +413,7 @@ func (s *Server) UpdateListeners(want []ListenerConfig) error {
 		s.listeners = append(s.listeners, s.serve(w, raw))
 	}
 	s.cfg.Listeners = want
+	s.warnSharedSessions(want)
 	return errors.Join(errs...)
 }
 
@@ -411,9 +441,11 @@ func (s *Server) smtpServer(lc ListenerConfig) *smtp.Server {
 	srv.MaxMessageBytes = s.advertisedSize()
 	srv.MaxRecipients = s.limits.MaxRecipients
 	srv.MaxLineLength = s.limits.MaxLineLength
-	// Timeouts are enforced per read and write by conn (sliding deadlines);
-	// go-smtp's own ReadTimeout would cut off a slow but moving DATA.
-	srv.ReadTimeout = 0
+	// Timeouts are enforced by conn: go-smtp's ReadTimeout would cut off a
+	// slow but moving DATA. It is set only so that go-smtp calls
+	// SetReadDeadline as it starts each line, which conn takes as the start
+	// of that command's time (conn.SetReadDeadline).
+	srv.ReadTimeout = s.limits.CommandTimeout
 	srv.WriteTimeout = 0
 	srv.AllowInsecureAuth = false // AUTH only after TLS: never change this
 	if lc.TLS == TLSStartTLS {

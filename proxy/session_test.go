@@ -432,6 +432,32 @@ func TestIdleTimeout(t *testing.T) {
 	c.expectClosed()
 }
 
+// A client that trickles a command without ever ending the line is cut off
+// at the command timeout, counted from the start of the line: each byte
+// does not buy more time (RFC 5321 4.5.3.2.7 bounds the wait for a command).
+func TestTrickledCommandTimesOut(t *testing.T) {
+	e := newEnv(t, nil, withLimits(func(l *proxyLimits) { l.CommandTimeout = 300 * time.Millisecond }))
+	c := e.dial(t, lMX)
+	c.ehlo()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if _, err := c.conn.Write([]byte("N")); err != nil {
+				return
+			}
+		}
+	}()
+	if out := c.readUntilClosed(); !strings.Contains(out, "421 4.4.2 ") {
+		t.Errorf("a trickled command line was closed with %q, want 421 4.4.2", out)
+	}
+}
+
 // A client that stalls in the STARTTLS handshake is dropped after
 // HandshakeTimeout, not after the (longer) command timeout.
 func TestSTARTTLSHandshakeTimeout(t *testing.T) {

@@ -64,6 +64,9 @@ type Listener struct {
 	// GreetingDelay holds back the greeting; clients that talk first are
 	// disconnected (for MX ports).
 	GreetingDelay time.Duration `yaml:"greeting_delay"`
+	// MaxSessions caps this listener's open sessions inside
+	// limits.max_sessions; 0 (unset): only limits.max_sessions.
+	MaxSessions int `yaml:"max_sessions"`
 }
 
 // ProxyProtocol is a listener's proxy_protocol section.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,6 +118,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"negative auth_max_concurrent", "  max_message_size: 10M\n", "  max_message_size: 10M\n  auth_max_concurrent: -4\n", `limits.auth_max_concurrent: must not be negative`},
 		{"require_tls without tls", "    tls: starttls\n    require_tls: true\n", "    tls: none\n    require_tls: true\n", `:10: listeners[1].require_tls: cannot be true`},
 		{"bad dsn mode", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ndsn: success\n", `:28: dsn: "success" is not one of authenticated, all, none`},
+		{"listener cap over the default total", "    auth: false\n", "    auth: false\n    max_sessions: 2001\n", `:15: listeners[2].max_sessions: 2001 is more than limits.max_sessions (2000)`},
+		{"negative listener cap", "    tls: implicit\n", "    tls: implicit\n    max_sessions: -1\n", `:7: listeners[0].max_sessions: must not be negative`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,6 +160,27 @@ func TestLoadConfigAuthLimits(t *testing.T) {
 	}
 	if l := c.ProxyLimits(); l.AuthUserMaxFailures != 50 || l.AuthRemember != 30*24*time.Hour || l.AuthMaxConcurrent != 8 {
 		t.Errorf("defaults: %+v", l)
+	}
+}
+
+// listeners[].max_sessions is checked against limits.max_sessions as the
+// file sets it, and reaches the proxy.
+func TestLoadConfigListenerMaxSessions(t *testing.T) {
+	withCaps := func(mx int) string {
+		cfg := strings.Replace(validConfig, "  max_message_size: 10M\n", "  max_message_size: 10M\n  max_sessions: 100\n", 1)
+		return strings.Replace(cfg, "    auth: false\n", fmt.Sprintf("    auth: false\n    max_sessions: %d\n", mx), 1)
+	}
+	p := writeConfig(t, withCaps(101))
+	_, err := Load(p)
+	if want := p + ":15: listeners[2].max_sessions: 101 is more than limits.max_sessions (100)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want %q", err, want)
+	}
+	c, err := Load(writeConfig(t, withCaps(60)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ls := c.ProxyListeners(); ls[2].MaxSessions != 60 || ls[0].MaxSessions != 0 {
+		t.Errorf("listener caps %d, %d; want 60 for mx and 0 (none of its own) for submissions", ls[2].MaxSessions, ls[0].MaxSessions)
 	}
 }
 

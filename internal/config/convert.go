@@ -38,7 +38,7 @@ func (c *Config) ProxyListeners() []proxy.ListenerConfig {
 	out := make([]proxy.ListenerConfig, len(c.Listeners))
 	for i, l := range c.Listeners {
 		out[i] = proxy.ListenerConfig{Name: l.Name, Address: l.Address, TLS: proxy.TLSMode(l.TLS),
-			RequireTLS: l.RequireTLS, Auth: *l.Auth, GreetingDelay: l.GreetingDelay}
+			RequireTLS: l.RequireTLS, Auth: *l.Auth, GreetingDelay: l.GreetingDelay, MaxSessions: l.MaxSessions}
 		if pp := l.ProxyProtocol; pp != nil {
 			out[i].ProxyProtocol = &proxy.ProxyProtocol{Trusted: pp.trusted(), HeaderTimeout: pp.HeaderTimeout}
 		}

@@ -41,6 +41,10 @@ var Keys = []Key{
 	{Name: "listeners[].require_tls", Default: "false"},
 	{Name: "listeners[].auth", Default: "true"},
 	{Name: "listeners[].greeting_delay", Default: "0s"},
+	// Unset: no cap of its own, only limits.max_sessions; the shipped
+	// configs give each listener a share so that a flood on one cannot
+	// take another's sessions.
+	{Name: "listeners[].max_sessions"},
 	{Name: "listeners[].proxy_protocol.trusted"},
 	{Name: "listeners[].proxy_protocol.header_timeout", Default: "5s"},
 	{Name: "tls.min_version", Default: `"1.2"`},

@@ -41,14 +41,15 @@ func (c *Config) validateListeners() yamlx.Errors {
 	}
 	names, addrs := map[string]bool{}, map[string]bool{}
 	for i := range c.Listeners {
-		errs = append(errs, c.Listeners[i].validate(names, addrs)...)
+		errs = append(errs, c.Listeners[i].validate(names, addrs, c.Limits.MaxSessions)...)
 	}
 	return errs
 }
 
 // validate checks one listener; names and addrs collect those of the
-// listeners before it, which must differ.
-func (l *Listener) validate(names, addrs map[string]bool) yamlx.Errors {
+// listeners before it, which must differ; maxSessions is limits.max_sessions,
+// which bounds all listeners together.
+func (l *Listener) validate(names, addrs map[string]bool, maxSessions int) yamlx.Errors {
 	var errs yamlx.Errors
 	add := func(key, format string, args ...any) { errs = append(errs, yamlx.Errorf(l.Pos, key, format, args...)) }
 	if l.Name == "" {
@@ -78,6 +79,12 @@ func (l *Listener) validate(names, addrs map[string]bool) yamlx.Errors {
 		}
 	default:
 		add("tls", "%q is not one of implicit, starttls, none", l.TLS)
+	}
+	switch {
+	case l.MaxSessions < 0:
+		add("max_sessions", "must not be negative")
+	case l.MaxSessions > maxSessions:
+		add("max_sessions", "%d is more than limits.max_sessions (%d), which bounds all listeners together", l.MaxSessions, maxSessions)
 	}
 	return errs
 }

@@ -1386,7 +1386,12 @@ func (c *Conn) writeError(code int, enhCode EnhancedCode, err error) {
 	}
 }
 
-// Reads a line of input
+// Reads a line of input, without its CRLF (or bare LF). A line that a read
+// error cuts off (a timeout, a client gone, a line over MaxLineLength) is
+// not a command: the error is returned and the partial line dropped.
+// textproto's ReadLine would return the partial line as if it were whole
+// and keep the error for the next read, so a client that trickled half a
+// command until ReadTimeout would have it executed before the 421.
 func (c *Conn) readLine() (string, error) {
 	if c.server.ReadTimeout != 0 {
 		if err := c.conn.SetReadDeadline(time.Now().Add(c.server.ReadTimeout)); err != nil {
@@ -1394,7 +1399,26 @@ func (c *Conn) readLine() (string, error) {
 		}
 	}
 
-	return c.text.ReadLine()
+	var long []byte
+	for {
+		frag, err := c.text.R.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			long = append(long, frag...)
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		line := frag
+		if long != nil {
+			line = append(long, frag...)
+		}
+		line = line[:len(line)-1]
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+		return string(line), nil
+	}
 }
 
 func (c *Conn) reset() {
