@@ -30,7 +30,7 @@ import (
 const (
 	deployNonrootUID = 65532 // distroless's nonroot user and group
 	// The build command of the Dockerfile; the test builds with the same flags.
-	deployBuildLine = `CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/tlsguard ./cmd/tlsguard`
+	deployBuildLine = `CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags="-s -w -X main.version=$VERSION -X main.commit=$COMMIT" -o /out/tlsguard ./cmd/tlsguard`
 	// shutdown_grace's default (README).
 	deployDefaultGrace = 30 * time.Second
 )
