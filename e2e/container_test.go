@@ -542,7 +542,8 @@ func TestContainer(t *testing.T) {
 			"-v", dir+":/etc/tlsguard:ro", imageTLSGuard)
 		t.Cleanup(func() { d.run(t, nil, "rm", "-f", "-v", name) })
 		for n, a := range addrs {
-			if err := waitGreeting(a, nil, 60*time.Second); err != nil {
+			// Listening, as implicit TLS greets only after a handshake.
+			if err := waitListening(a, nil, 60*time.Second); err != nil {
 				t.Fatalf("listener %s: %v\n%s", n, err, d.containerLogs(t, name))
 			}
 		}

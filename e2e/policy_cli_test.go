@@ -267,3 +267,12 @@ func TestPolicyCheckSkipsCasesFiles(t *testing.T) {
 		t.Errorf("%d policies ok, want %d", n, len(shippedPolicyFiles(t)))
 	}
 }
+
+// serve logs the same warning about a broad trusted network that policy
+// check prints.
+func TestServeWarnsBroadTrustedNetwork(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	g := startTLSGuard(t, pf, withTrustedNetworks("85.0.0.0/15"))
+	expectLogLine(t, g, "policy warning", "trusted_networks[0]: 85.0.0.0/15 is broader than a /16 of public addresses")
+}
