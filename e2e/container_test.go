@@ -508,6 +508,11 @@ func TestContainer(t *testing.T) {
 	slowSuite(t)
 	requireTool(t, "swaks")
 	d := startDockerEngine(t)
+	// Keep the cache bounded: what earlier runs built and no tag names.
+	t.Cleanup(func() {
+		d.run(t, nil, "image", "prune", "-f")
+		d.run(t, nil, "builder", "prune", "-f", "--keep-storage", "4GB")
+	})
 	d.baseImages(t)
 	version, commit := gitVersion(t)
 	d.buildImage(t, imageTLSGuard, "", version, commit)
@@ -575,7 +580,9 @@ func TestContainer(t *testing.T) {
 		t.Cleanup(func() { d.distroless(t, runtime.GOARCH) })
 		tag := imageTLSGuard + "-arm64"
 		d.buildImage(t, tag, "linux/arm64", version, commit)
-		id := strings.TrimSpace(d.must(t, "create", tag))
+		// The id is the last line, after a warning about the platform.
+		created := strings.Fields(d.must(t, "create", tag))
+		id := created[len(created)-1]
 		t.Cleanup(func() { d.run(t, nil, "rm", id) })
 		bin := filepath.Join(t.TempDir(), "tlsguard")
 		d.must(t, "cp", id+":/usr/local/bin/tlsguard", bin)
