@@ -96,7 +96,11 @@ func startDockerEngine(t *testing.T) *dockerEngine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		// dockerd leaves its network namespace mounted in the exec root.
+		syscall.Unmount(filepath.Join(dir, "exec", "netns", "default"), syscall.MNT_DETACH)
+		os.RemoveAll(dir)
+	})
 	d := &dockerEngine{client: client, host: "unix://" + filepath.Join(dir, "docker.sock"), dir: dir}
 	logf, err := os.Create(filepath.Join(dir, "dockerd.log"))
 	if err != nil {
