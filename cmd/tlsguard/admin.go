@@ -62,6 +62,10 @@ type readiness struct {
 	certsOK   func() bool
 	backend   string
 	timeout   time.Duration
+	// degraded, if set, reports a fleet instance acting alone: still
+	// ready (its mail path works), with the reason in the body, so that a
+	// load balancer does not drain a whole fleet when Redis goes away.
+	degraded func() (bool, string)
 
 	mu      sync.Mutex
 	checked time.Time
@@ -117,6 +121,12 @@ func serveAdmin(addr string, reg *prometheus.Registry, ready *readiness, log *za
 		if err := ready.check(r.Context()); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
+		}
+		if ready.degraded != nil {
+			if d, why := ready.degraded(); d {
+				io.WriteString(w, "ready, degraded: acting alone, Redis unreachable ("+why+")\n")
+				return
+			}
 		}
 		io.WriteString(w, "ready\n")
 	})

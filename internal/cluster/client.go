@@ -141,6 +141,9 @@ func (c *Client) String() string {
 	return "sentinel"
 }
 
+// Metrics is the tlsguard_cluster_degraded gauge, for the admin registry.
+func (c *Client) Metrics() prometheus.Collector { return c.gauge }
+
 // Close stops the probe and closes the connections.
 func (c *Client) Close() error {
 	close(c.stop)
