@@ -1,0 +1,419 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The fleet: several tlsguard instances sharing their state through a real
+// redis-server, behind HAProxy with the PROXY protocol (docs/scaling.md).
+
+// fleetRedisUser is the ACL user the instances log in as: keys under the
+// fleet's prefix only, no dangerous commands (docs/scaling.md).
+const (
+	fleetRedisUser = "tlsguard"
+	fleetRedisPass = "redis-fleet-secret"
+	fleetPrefix    = "fleet:"
+)
+
+// redisServer is a private redis-server on a loopback port.
+type redisServer struct {
+	Addr string
+	dir  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startRedis runs redis-server without persistence, with an ACL user for
+// the fleet and the default user off.
+func startRedis(t testing.TB) *redisServer {
+	t.Helper()
+	requireTool(t, "redis-server")
+	r := &redisServer{Addr: loopbackAddr(t), dir: t.TempDir()}
+	r.start(t)
+	t.Cleanup(func() { r.kill() })
+	return r
+}
+
+func (r *redisServer) start(t testing.TB) {
+	t.Helper()
+	_, port, _ := strings.Cut(r.Addr, ":")
+	r.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"),
+		"--user", "default off",
+		"--user", fmt.Sprintf("%s on >%s ~%s* +@all -@dangerous", fleetRedisUser, fleetRedisPass, fleetPrefix))
+	if err := r.cmd.Start(); err != nil {
+		t.Fatalf("redis-server: %v", err)
+	}
+	r.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(r.cmd, r.done)
+	if err := waitListening(r.Addr, r.done, 10*time.Second); err != nil {
+		t.Fatalf("redis-server: %v\n%s", err, readFile(filepath.Join(r.dir, "redis.log")))
+	}
+}
+
+// kill stops Redis at once (SIGKILL: no goodbye to the clients).
+func (r *redisServer) kill() {
+	select {
+	case <-r.done:
+		return
+	default:
+	}
+	r.cmd.Process.Kill()
+	<-r.done
+}
+
+// fleetMember is one instance of a fleet.
+type fleetMember struct {
+	*TLSGuard
+	Direct string // implicit TLS, no PROXY header: for tests that pick the instance
+	Admin  string
+}
+
+// fleet is instances sharing one Redis, one certificate, users and policy.
+type fleet struct {
+	members []*fleetMember
+	redis   *redisServer
+	pki     *testPKI
+}
+
+// startFleet starts n instances against redis. Their "submissions"
+// listener takes PROXY headers from 127.0.0.1 (HAProxy); "direct" takes
+// clients as they come. extra is appended to each config (limits:,
+// cluster: share).
+func startFleet(t testing.TB, n int, pf *Postfix, redis *redisServer, extra string, policy string) *fleet {
+	t.Helper()
+	shared := t.TempDir()
+	f := &fleet{redis: redis, pki: newTestPKI(t, shared)}
+	users := writeHtpasswd(t, shared, map[string]string{aliceUser: alicePass, bobUser: bobPass})
+	pol := filepath.Join(shared, "policy.yaml")
+	if policy == "" {
+		policy = "local_domains: [example.org]\n"
+	}
+	writeFile(t, pol, policy)
+	pass := filepath.Join(shared, "redis.secret")
+	writeFile(t, pass, fleetRedisPass+"\n")
+	key := filepath.Join(shared, "cluster.key")
+	writeFile(t, key, "c2hhcmVkIGZsZWV0IGtleSBmb3IgdGhlIGUyZSB0ZXN0cw==\n")
+	for range n {
+		dir := t.TempDir()
+		m := &fleetMember{TLSGuard: &TLSGuard{Submissions: loopbackAddr(t), PKI: f.pki, Dir: dir,
+			ConfigFile: filepath.Join(dir, "tlsguard.yaml"), LogFile: filepath.Join(dir, "tlsguard.log")},
+			Direct: loopbackAddr(t), Admin: loopbackAddr(t)}
+		writeFile(t, m.ConfigFile, fmt.Sprintf(`hostname: mail.example.org
+state_dir: %q
+listeners:
+  - name: submissions
+    address: %q
+    tls: implicit
+    proxy_protocol:
+      trusted: ["127.0.0.1/32"]
+  - name: direct
+    address: %q
+    tls: implicit
+tls:
+  certificates:
+    - {cert: %q, key: %q}
+backend: {address: %q}
+auth: {users_file: %q}
+policy: %q
+admin: {address: %q}
+log: {level: debug}
+cluster:
+  redis:
+    address: %q
+    username: %s
+    password_file: %q
+    key_prefix: %q
+    timeout: 100ms
+  key_file: %q
+%s`, filepath.Join(dir, "state"), m.Submissions, m.Direct, f.pki.CertFile, f.pki.KeyFile, pf.Addr, users, pol, m.Admin,
+			redis.Addr, fleetRedisUser, pass, fleetPrefix, key, extra))
+		m.cmd, m.exited = runGuard(t, dir, m.ConfigFile, m.LogFile)
+		f.members = append(f.members, m)
+	}
+	t.Cleanup(func() {
+		for i, m := range f.members {
+			m.stop(t)
+			if t.Failed() {
+				t.Logf("instance %d log:\n%s", i, m.Log())
+			}
+		}
+	})
+	for _, m := range f.members {
+		if err := waitListening(m.Direct, m.exited, guardStartTimeout); err != nil {
+			t.Fatalf("tlsguard: %v\n%s", err, m.Log())
+		}
+	}
+	return f
+}
+
+// startHAProxy balances front round-robin over servers with a PROXY v2
+// header each, from 127.0.0.1. A server that refuses a connection is
+// skipped for the next (redispatch), as a load balancer in front of a
+// fleet is set up.
+func startHAProxy(t testing.TB, servers []string) string {
+	t.Helper()
+	haproxy := requireTool(t, "haproxy")
+	dir := t.TempDir()
+	front := loopbackAddr(t)
+	var b strings.Builder
+	fmt.Fprintf(&b, `global
+  maxconn 200
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  retries 3
+  option redispatch 1
+frontend smtps
+  bind %s
+  default_backend fleet
+backend fleet
+  balance roundrobin
+`, front)
+	for i, s := range servers {
+		fmt.Fprintf(&b, "  server g%d %s send-proxy-v2 source 127.0.0.1\n", i, s)
+	}
+	cfg := filepath.Join(dir, "haproxy.cfg")
+	writeFile(t, cfg, b.String())
+	hp := exec.Command(haproxy, "-db", "-f", cfg)
+	hlog, _ := os.Create(filepath.Join(dir, "haproxy.log"))
+	hp.Stdout, hp.Stderr = hlog, hlog
+	if err := hp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hp.Process.Kill(); hp.Wait(); hlog.Close() })
+	if err := waitListening(front, nil, 10*time.Second); err != nil {
+		t.Fatalf("haproxy: %v\n%s", err, readFile(filepath.Join(dir, "haproxy.log")))
+	}
+	return front
+}
+
+// sessionsFrom counts the sessions an instance logged for a client address.
+func sessionsFrom(m *fleetMember, ip string) int {
+	return strings.Count(m.Log(), `"msg":"session"`) - strings.Count(strings.ReplaceAll(m.Log(), `"client_ip":"`+ip+`"`, ""), `"msg":"session"`)
+}
+
+// A password guesser whose connections HAProxy spreads round-robin over
+// three instances is throttled after auth_max_failures failures in all,
+// not three times that: the budget per address lives in Redis. The right
+// password from that address is refused too, unchecked; the user logs in
+// from elsewhere.
+func TestFleetBruteForceThrottledAcrossInstances(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	redis := startRedis(t)
+	f := startFleet(t, 3, pf, redis, "limits:\n  auth_max_failures: 3\n  auth_fail_delay: 100ms\n", "")
+	var servers []string
+	for _, m := range f.members {
+		servers = append(servers, m.Submissions)
+	}
+	front := startHAProxy(t, servers)
+
+	const guesser = "127.0.0.5"
+	var got []string
+	for i := range 9 {
+		c := dialImplicitTLSFrom(t, guesser, front, f.pki.clientTLS())
+		c.ehlo("guesser.example.net")
+		r := c.authPlain("", aliceUser, "wrong-"+strconv.Itoa(i))
+		got = append(got, strconv.Itoa(r.code)+" "+r.enhanced())
+		c.conn.Close()
+	}
+	want := []string{"535 5.7.8", "535 5.7.8", "421 4.7.0"}
+	for len(want) < len(got) {
+		want = append(want, "421 4.7.0")
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("replies to 9 guesses over 3 instances:\n got %q\nwant %q", got, want)
+	}
+	for i, m := range f.members {
+		if n := sessionsFrom(m, guesser); n < 2 {
+			t.Errorf("instance %d served %d of the guesser's sessions: HAProxy did not spread them", i, n)
+		}
+	}
+	c := dialImplicitTLSFrom(t, guesser, front, f.pki.clientTLS())
+	c.ehlo("guesser.example.net")
+	c.authPlain("", aliceUser, alicePass).expectPrefix(t, "421 4.7.0 ")
+	c = dialImplicitTLSFrom(t, "127.0.0.6", front, f.pki.clientTLS())
+	c.ehlo("alice.example.net")
+	c.authPlain("", aliceUser, alicePass).expectPrefix(t, "235 ")
+}
+
+// A TLS session ticket issued by one instance resumes on another: the
+// ticket keys are shared.
+func TestFleetSessionTicketResumesOnAnotherInstance(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	redis := startRedis(t)
+	f := startFleet(t, 2, pf, redis, "", "")
+	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		cfg := f.pki.clientTLS()
+		cfg.MinVersion, cfg.MaxVersion = v, v
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+		// The cache is keyed by ServerName: the session from A is offered
+		// to B.
+		a := dialImplicitTLSFrom(t, "127.0.0.2", f.members[0].Direct, cfg)
+		if a.conn.(*tls.Conn).ConnectionState().DidResume {
+			t.Fatal("first handshake resumed")
+		}
+		a.cmd("QUIT").expect(t, 221)
+		b := dialImplicitTLSFrom(t, "127.0.0.2", f.members[1].Direct, cfg)
+		if !b.conn.(*tls.Conn).ConnectionState().DidResume {
+			t.Errorf("TLS %x: a ticket from instance A did not resume on instance B", v)
+		}
+		b.cmd("QUIT").expect(t, 221)
+	}
+}
+
+// sendMessage logs in as alice at addr from src and sends one message; it
+// returns what went wrong ("" if the message was accepted). It does not
+// fail the test itself, so that load goroutines may call it.
+func sendMessage(src, addr string, cfg *tls.Config, n int) string {
+	d := net.Dialer{Timeout: ioTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	conn, err := tls.DialWithDialer(&d, "tcp", addr, cfg)
+	if err != nil {
+		return err.Error()
+	}
+	defer conn.Close()
+	c := &smtpConn{conn: conn, r: bufio.NewReader(conn)}
+	if r, err := c.tryRead(ioTimeout); err != nil || r.code != 220 {
+		return fmt.Sprintf("greeting: %q %v", r.raw, err)
+	}
+	for _, step := range []struct {
+		line string
+		want int
+	}{
+		{"EHLO sender.example.net", 250},
+		{"AUTH PLAIN " + b64("\x00"+aliceUser+"\x00"+alicePass), 235},
+		{"MAIL FROM:<" + alice + ">", 250},
+		{"RCPT TO:<" + dave + ">", 250},
+		{"DATA", 354},
+		{fmt.Sprintf("Subject: fleet %d\r\n\r\nmessage %d\r\n.", n, n), 250},
+	} {
+		conn.SetWriteDeadline(time.Now().Add(ioTimeout))
+		if _, err := conn.Write([]byte(step.line + "\r\n")); err != nil {
+			return err.Error()
+		}
+		if r, err := c.tryRead(ioTimeout); err != nil || r.code != step.want {
+			return fmt.Sprintf("%s: %q %v", strings.Fields(step.line)[0], r.raw, err)
+		}
+	}
+	conn.Write([]byte("QUIT\r\n"))
+	return ""
+}
+
+// fleetGuess sends one wrong password to m from src and returns the reply code.
+func fleetGuess(t testing.TB, m *fleetMember, pki *testPKI, src string) int {
+	c := dialImplicitTLSFrom(t, src, m.Direct, pki.clientTLS())
+	defer c.conn.Close()
+	c.ehlo("guesser.example.net")
+	return c.authPlain("", aliceUser, "wrong").code
+}
+
+// waitDegraded waits until m's tlsguard_cluster_degraded reads want.
+func waitDegraded(t testing.TB, m *fleetMember, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, body := httpGet(t, "http://"+m.Admin+"/metrics")
+		if v := metricValue(body, "tlsguard_cluster_degraded"); v == want {
+			return
+		} else if time.Now().After(deadline) {
+			t.Fatalf("tlsguard_cluster_degraded = %v, want %v", v, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Redis killed while mail flows through two instances: no message is lost
+// or refused, each instance says it is degraded (metric, readyz 200 with
+// the reason), AUTH failures are still throttled, by each instance alone.
+// Redis back: the instances share again by themselves.
+func TestFleetRedisDownMailFlowsThrottleLocal(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	redis := startRedis(t)
+	f := startFleet(t, 2, pf, redis, "limits:\n  auth_max_failures: 3\n  auth_fail_delay: 100ms\n", "")
+	waitDegraded(t, f.members[0], 0)
+
+	const perWorker = 30
+	var mu sync.Mutex
+	var failures []string
+	var wg sync.WaitGroup
+	sent := make(chan int, 100)
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := f.members[w]
+			for i := range perWorker {
+				n := w*perWorker + i
+				if why := sendMessage("127.0.0.2", m.Direct, f.pki.clientTLS(), n); why != "" {
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("message %d via instance %d: %s", n, w, why))
+					mu.Unlock()
+				}
+				sent <- n
+			}
+		}()
+	}
+	// Kill Redis once a third of the load is through.
+	for range 2 * perWorker / 3 {
+		<-sent
+	}
+	redis.kill()
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Errorf("%d of %d messages failed with Redis killed during the load:\n%s", len(failures), 2*perWorker, strings.Join(failures, "\n"))
+	}
+	pf.WaitMessages(t, dave, 2*perWorker)
+
+	for i, m := range f.members {
+		waitDegraded(t, m, 1)
+		code, body := httpGet(t, "http://"+m.Admin+"/readyz")
+		if code != 200 || !strings.Contains(body, "degraded") || !strings.Contains(body, "Redis") {
+			t.Errorf("instance %d readyz with Redis down: %d %q, want 200 saying degraded", i, code, body)
+		}
+	}
+	expectLogLine(t, f.members[0].TLSGuard, "Redis unreachable: acting alone (local throttles and rate counters, cached certificates, last ticket keys; no certificate issuance) until it answers again")
+
+	// Throttled alone: instance A hangs up on the third failure, and B,
+	// knowing nothing of A's count, still counts its own.
+	a, b := f.members[0], f.members[1]
+	codes := []int{fleetGuess(t, a, f.pki, "127.0.0.7"), fleetGuess(t, a, f.pki, "127.0.0.7"), fleetGuess(t, a, f.pki, "127.0.0.7"), fleetGuess(t, a, f.pki, "127.0.0.7")}
+	if fmt.Sprint(codes) != "[535 535 421 421]" {
+		t.Errorf("guesses at one instance with Redis down: %v, want [535 535 421 421]", codes)
+	}
+	if c := fleetGuess(t, b, f.pki, "127.0.0.7"); c != 535 {
+		t.Errorf("guess at the other instance with Redis down: %d, want 535 (its own count)", c)
+	}
+
+	redis.start(t)
+	for _, m := range f.members {
+		waitDegraded(t, m, 0)
+	}
+	if code, body := httpGet(t, "http://"+a.Admin+"/readyz"); code != 200 || body != "ready\n" {
+		t.Errorf("readyz with Redis back: %d %q", code, body)
+	}
+	expectLogLine(t, a.TLSGuard, "Redis answers again: sharing state")
+	// Shared again: two failures at A and one at B spend the budget.
+	codes = []int{fleetGuess(t, a, f.pki, "127.0.0.8"), fleetGuess(t, a, f.pki, "127.0.0.8"), fleetGuess(t, b, f.pki, "127.0.0.8"), fleetGuess(t, a, f.pki, "127.0.0.8")}
+	if fmt.Sprint(codes) != "[535 535 421 421]" {
+		t.Errorf("guesses at two instances with Redis back: %v, want [535 535 421 421]", codes)
+	}
+	if why := sendMessage("127.0.0.2", b.Direct, f.pki.clientTLS(), 999); why != "" {
+		t.Errorf("message after Redis came back: %s", why)
+	}
+}
