@@ -48,10 +48,10 @@ func startRedis(t testing.TB) *redisServer {
 func (r *redisServer) start(t testing.TB) {
 	t.Helper()
 	_, port, _ := strings.Cut(r.Addr, ":")
+	acl := filepath.Join(r.dir, "users.acl")
+	writeFile(t, acl, fmt.Sprintf("user default off\nuser %s on >%s ~%s* +@all -@dangerous\n", fleetRedisUser, fleetRedisPass, fleetPrefix))
 	r.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"),
-		"--user", "default off",
-		"--user", fmt.Sprintf("%s on >%s ~%s* +@all -@dangerous", fleetRedisUser, fleetRedisPass, fleetPrefix))
+		"--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"), "--aclfile", acl)
 	if err := r.cmd.Start(); err != nil {
 		t.Fatalf("redis-server: %v", err)
 	}
@@ -203,7 +203,13 @@ backend fleet
 
 // sessionsFrom counts the sessions an instance logged for a client address.
 func sessionsFrom(m *fleetMember, ip string) int {
-	return strings.Count(m.Log(), `"msg":"session"`) - strings.Count(strings.ReplaceAll(m.Log(), `"client_ip":"`+ip+`"`, ""), `"msg":"session"`)
+	n := 0
+	for _, line := range strings.Split(m.Log(), "\n") {
+		if containsAll(line, []string{`"msg":"session"`, `"client_ip":"` + ip + `"`}) {
+			n++
+		}
+	}
+	return n
 }
 
 // A password guesser whose connections HAProxy spreads round-robin over
