@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tlsguard/tlsguard/certs/pebbletest"
 )
 
 // The fleet: several tlsguard instances sharing their state through a real
@@ -87,16 +89,25 @@ type fleet struct {
 	pki     *testPKI
 }
 
+// fleetOptions vary the instances' config.
+type fleetOptions struct {
+	extra  string        // appended to tlsguard.yaml (limits:)
+	policy string        // the policy file; default: example.org local
+	tls    func() string // the tls: section's body; default: the test PKI's certificate
+	share  string        // cluster.share; default: all
+}
+
 // startFleet starts n instances against redis. Their "submissions"
 // listener takes PROXY headers from 127.0.0.1 (HAProxy); "direct" takes
 // clients as they come. extra is appended to each config (limits:,
 // cluster: share).
-func startFleet(t testing.TB, n int, pf *Postfix, redis *redisServer, extra string, policy string) *fleet {
+func startFleet(t testing.TB, n int, pf *Postfix, redis *redisServer, o fleetOptions) *fleet {
 	t.Helper()
 	shared := t.TempDir()
 	f := &fleet{redis: redis, pki: newTestPKI(t, shared)}
 	users := writeHtpasswd(t, shared, map[string]string{aliceUser: alicePass, bobUser: bobPass})
 	pol := filepath.Join(shared, "policy.yaml")
+	policy := o.policy
 	if policy == "" {
 		policy = "local_domains: [example.org]\n"
 	}
@@ -105,7 +116,15 @@ func startFleet(t testing.TB, n int, pf *Postfix, redis *redisServer, extra stri
 	writeFile(t, pass, fleetRedisPass+"\n")
 	key := filepath.Join(shared, "cluster.key")
 	writeFile(t, key, "c2hhcmVkIGZsZWV0IGtleSBmb3IgdGhlIGUyZSB0ZXN0cw==\n")
+	share := ""
+	if o.share != "" {
+		share = "  share: " + o.share
+	}
 	for range n {
+		tlsYAML := fmt.Sprintf("  certificates:\n    - {cert: %q, key: %q}", f.pki.CertFile, f.pki.KeyFile)
+		if o.tls != nil {
+			tlsYAML = o.tls()
+		}
 		dir := t.TempDir()
 		m := &fleetMember{TLSGuard: &TLSGuard{Submissions: loopbackAddr(t), PKI: f.pki, Dir: dir,
 			ConfigFile: filepath.Join(dir, "tlsguard.yaml"), LogFile: filepath.Join(dir, "tlsguard.log")},
@@ -122,8 +141,7 @@ listeners:
     address: %q
     tls: implicit
 tls:
-  certificates:
-    - {cert: %q, key: %q}
+%s
 backend: {address: %q}
 auth: {users_file: %q}
 policy: %q
@@ -137,8 +155,9 @@ cluster:
     key_prefix: %q
     timeout: 100ms
   key_file: %q
-%s`, filepath.Join(dir, "state"), m.Submissions, m.Direct, f.pki.CertFile, f.pki.KeyFile, pf.Addr, users, pol, m.Admin,
-			redis.Addr, fleetRedisUser, pass, fleetPrefix, key, extra))
+%s
+%s`, filepath.Join(dir, "state"), m.Submissions, m.Direct, tlsYAML, pf.Addr, users, pol, m.Admin,
+			redis.Addr, fleetRedisUser, pass, fleetPrefix, key, share, o.extra))
 		m.cmd, m.exited = runGuard(t, dir, m.ConfigFile, m.LogFile)
 		f.members = append(f.members, m)
 	}
@@ -221,7 +240,7 @@ func TestFleetBruteForceThrottledAcrossInstances(t *testing.T) {
 	t.Parallel()
 	pf := startPostfix(t)
 	redis := startRedis(t)
-	f := startFleet(t, 3, pf, redis, "limits:\n  auth_max_failures: 3\n  auth_fail_delay: 100ms\n", "")
+	f := startFleet(t, 3, pf, redis, fleetOptions{extra: "limits:\n  auth_max_failures: 3\n  auth_fail_delay: 100ms\n"})
 	var servers []string
 	for _, m := range f.members {
 		servers = append(servers, m.Submissions)
@@ -263,7 +282,7 @@ func TestFleetSessionTicketResumesOnAnotherInstance(t *testing.T) {
 	t.Parallel()
 	pf := startPostfix(t)
 	redis := startRedis(t)
-	f := startFleet(t, 2, pf, redis, "", "")
+	f := startFleet(t, 2, pf, redis, fleetOptions{})
 	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
 		cfg := f.pki.clientTLS()
 		cfg.MinVersion, cfg.MaxVersion = v, v
@@ -351,7 +370,7 @@ func TestFleetRedisDownMailFlowsThrottleLocal(t *testing.T) {
 	t.Parallel()
 	pf := startPostfix(t)
 	redis := startRedis(t)
-	f := startFleet(t, 2, pf, redis, "limits:\n  auth_max_failures: 3\n  auth_fail_delay: 100ms\n", "")
+	f := startFleet(t, 2, pf, redis, fleetOptions{extra: "limits:\n  auth_max_failures: 3\n  auth_fail_delay: 100ms\n"})
 	waitDegraded(t, f.members[0], 0)
 
 	const perWorker = 30
@@ -421,5 +440,70 @@ func TestFleetRedisDownMailFlowsThrottleLocal(t *testing.T) {
 	}
 	if why := sendMessage("127.0.0.2", b.Direct, f.pki.clientTLS(), 999); why != "" {
 		t.Errorf("message after Redis came back: %s", why)
+	}
+}
+
+// A user's rate limit holds across instances: three messages an hour for
+// alice, sent at two instances in turn, and the fourth is refused at
+// either with 450 4.7.1.
+func TestFleetRateLimitAcrossInstances(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	redis := startRedis(t)
+	f := startFleet(t, 2, pf, redis, fleetOptions{policy: `local_domains: [example.org]
+rate_limits:
+  - name: per-user
+    per: user
+    window: 1h
+    messages: 3
+`})
+	var got []string
+	for i := range 5 {
+		why := sendMessage("127.0.0.2", f.members[i%2].Direct, f.pki.clientTLS(), i)
+		if why == "" {
+			why = "delivered"
+		} else if strings.Contains(why, "450 4.7.1 ") {
+			why = "450 4.7.1"
+		}
+		got = append(got, why)
+	}
+	want := []string{"delivered", "delivered", "delivered", "450 4.7.1", "450 4.7.1"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("five messages of alice at two instances, three an hour allowed:\n got %q\nwant %q", got, want)
+	}
+	pf.WaitMessages(t, dave, 3)
+}
+
+// Three instances started at once with an empty Redis order one
+// certificate from the ACME CA between them (the others wait on the shared
+// lock and load it from the shared storage), and all three serve it.
+func TestFleetOneACMEOrder(t *testing.T) {
+	t.Parallel()
+	p := certsStartPebble(t, pebbletest.Options{})
+	pf := startPostfix(t)
+	redis := startRedis(t)
+	f := startFleet(t, 3, pf, redis, fleetOptions{tls: func() string {
+		return certsACMEYAML(t, p, "    profile: "+pebbletest.DefaultProfile+"\n")
+	}})
+	orders := 0
+	serials := map[string]int{}
+	for i, m := range f.members {
+		orders += certsOrdersCompleted(m.Log())
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: ioTimeout}, "tcp", m.Direct, certsInsecureTLS())
+		if err != nil {
+			t.Fatalf("instance %d: %v", i, err)
+		}
+		chain := c.ConnectionState().PeerCertificates
+		c.Close()
+		if err := p.Verify(t, chain, certsHostname); err != nil {
+			t.Errorf("instance %d serves %v", i, err)
+		}
+		serials[chain[0].SerialNumber.String()]++
+	}
+	if orders != 1 {
+		t.Errorf("%d orders completed by 3 instances with one Redis, want 1", orders)
+	}
+	if len(serials) != 1 {
+		t.Errorf("the instances serve %d different certificates, want 1: %v", len(serials), serials)
 	}
 }
