@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -506,4 +507,64 @@ func TestFleetOneACMEOrder(t *testing.T) {
 	if len(serials) != 1 {
 		t.Errorf("the instances serve %d different certificates, want 1: %v", len(serials), serials)
 	}
+}
+
+// An instance stopped with SIGTERM behind HAProxy finishes the sessions it
+// holds, and new sessions go to the others: no message is lost.
+func TestFleetInstanceStoppedBehindHAProxy(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	redis := startRedis(t)
+	f := startFleet(t, 3, pf, redis, fleetOptions{})
+	var servers []string
+	for _, m := range f.members {
+		servers = append(servers, m.Submissions)
+	}
+	front := startHAProxy(t, servers)
+
+	// One session in the middle of DATA at each instance (round-robin).
+	var open []*smtpConn
+	for range 3 {
+		c := dialImplicitTLSFrom(t, "127.0.0.2", front, f.pki.clientTLS())
+		c.ehlo("client.example.net")
+		c.authPlain("", aliceUser, alicePass).expectPrefix(t, "235 ")
+		c.openData(t, alice, dave)
+		open = append(open, c)
+	}
+	stopped := f.members[0]
+	if err := stopped.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until it no longer accepts.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", stopped.Submissions, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the stopped instance still accepts connections")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := range 6 {
+		if why := sendMessage("127.0.0.2", front, f.pki.clientTLS(), 100+i); why != "" {
+			t.Errorf("new message %d through HAProxy with one instance stopping: %s", i, why)
+		}
+	}
+	for _, c := range open {
+		c.send("Subject: open session\r\n\r\nfinished after SIGTERM\r\n.\r\n")
+		c.read().expectPrefix(t, "250 ")
+		c.cmd("QUIT").expect(t, 221)
+	}
+	select {
+	case <-stopped.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stopped instance did not exit after its sessions ended")
+	}
+	if code := stopped.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("the stopped instance exited with %d", code)
+	}
+	pf.WaitMessages(t, dave, 9)
 }
