@@ -101,12 +101,12 @@ load "$M" >/dev/null
 sleep 0.5
 stop_pid "$MON_PID"; MON_PID=
 stop_pid "$PROXY_PID"; PROXY_PID=
-trips=$(grep -v '"PING"' "$RUN/cluster-monitor.log" | grep -vc ' lua\]' || true)
+trips=$(grep -E '^[0-9]+\.[0-9]+ \[' "$RUN/cluster-monitor.log" | grep -vi '"ping"' | grep -vc ' lua\]' || true)
 sessions=$(( (M + PER_CONN - 1) / PER_CONN ))
 echo "messages/s, one instance (median of $REPS; $C sessions, $PER_CONN messages per login, 5 KB):"
 echo "  alone:         $alone"
 echo "  with cluster:  $shared"
 awk -v a="$alone" -v s="$shared" 'BEGIN { if (a > 0) printf "  cost of sharing: %.1f%%\n", (1 - s / a) * 100 }'
 echo "Redis round trips for $M messages in $sessions logins: $trips"
-grep -v '"PING"' "$RUN/cluster-monitor.log" | grep -v ' lua\]' | awk '{print $4}' | tr -d '"' | sort | uniq -c | sort -rn | sed 's/^/  /'
+grep -E '^[0-9]+\.[0-9]+ \[' "$RUN/cluster-monitor.log" | grep -vi '"ping"' | grep -v ' lua\]' | awk '{print tolower($4)}' | tr -d '"' | sort | uniq -c | sort -rn | sed 's/^/  /'
 awk -v t="$trips" -v m="$M" 'BEGIN { printf "  per message, logins included: %.2f\n", t / m }'
