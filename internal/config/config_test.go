@@ -117,6 +117,10 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"negative auth_max_concurrent", "  max_message_size: 10M\n", "  max_message_size: 10M\n  auth_max_concurrent: -4\n", `limits.auth_max_concurrent: must not be negative`},
 		{"require_tls without tls", "    tls: starttls\n    require_tls: true\n", "    tls: none\n    require_tls: true\n", `:10: listeners[1].require_tls: cannot be true`},
 		{"bad dsn mode", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ndsn: success\n", `:28: dsn: "success" is not one of authenticated, all, none`},
+		{"cluster without key_file", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ncluster:\n  redis: {address: \"127.0.0.1:6379\"}\n", `:29: cluster.key_file: is required to share certificates or session_tickets`},
+		{"cluster address and sentinel", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ncluster:\n  redis:\n    address: \"127.0.0.1:6379\"\n    sentinel: {master: m, addresses: [\"127.0.0.1:26379\"]}\n  share: [rate_limits]\n", `:30: cluster.redis.address: and sentinel are exclusive`},
+		{"cluster bad share", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ncluster:\n  redis: {address: \"127.0.0.1:6379\"}\n  share: [rate_limits, sessions]\n", `:30: cluster.share: "sessions" is not one of certificates, auth_throttle, rate_limits, session_tickets`},
+		{"cluster sentinel without master", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ncluster:\n  redis:\n    sentinel: {addresses: [\"127.0.0.1\"]}\n  share: [rate_limits]\n", `cluster.redis.sentinel.master: is required`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,6 +161,28 @@ func TestLoadConfigAuthLimits(t *testing.T) {
 	}
 	if l := c.ProxyLimits(); l.AuthUserMaxFailures != 50 || l.AuthRemember != 30*24*time.Hour || l.AuthMaxConcurrent != 8 {
 		t.Errorf("defaults: %+v", l)
+	}
+}
+
+// The cluster section: off by default with every default filled, and its
+// paths made absolute.
+func TestLoadConfigCluster(t *testing.T) {
+	c, err := Load(writeConfig(t, validConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cluster.On() || c.Cluster.Shares(ShareRateLimits) || c.Cluster.Redis.Timeout != 100*time.Millisecond ||
+		c.Cluster.Redis.KeyPrefix != "tlsguard:" || len(c.Cluster.Share) != 4 {
+		t.Errorf("cluster defaults: %+v", c.Cluster)
+	}
+	p := writeConfig(t, validConfig+"cluster:\n  redis: {address: \"127.0.0.1:6379\", password_file: redis.secret}\n  key_file: cluster.key\n  share: [auth_throttle]\n")
+	if c, err = Load(p); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(p)
+	if !c.Cluster.On() || !c.Cluster.Shares(ShareAuthThrottle) || c.Cluster.Shares(ShareCertificates) ||
+		c.Cluster.KeyFile != filepath.Join(dir, "cluster.key") || c.Cluster.Redis.PasswordFile != filepath.Join(dir, "redis.secret") {
+		t.Errorf("cluster: %+v", c.Cluster)
 	}
 }
 
