@@ -206,9 +206,17 @@ backend fleet
 	for i, s := range servers {
 		fmt.Fprintf(&b, "  server g%d %s send-proxy-v2 source 127.0.0.1\n", i, s)
 	}
-	cfg := filepath.Join(dir, "haproxy.cfg")
-	writeFile(t, cfg, b.String())
-	hp := exec.Command(haproxy, "-db", "-f", cfg)
+	runHAProxy(t, haproxy, dir, b.String(), front)
+	return front
+}
+
+// runHAProxy runs haproxy with config text cfg in dir until the test ends,
+// and waits for it to listen on front.
+func runHAProxy(t testing.TB, haproxy, dir, cfg, front string) {
+	t.Helper()
+	path := filepath.Join(dir, "haproxy.cfg")
+	writeFile(t, path, cfg)
+	hp := exec.Command(haproxy, "-db", "-f", path)
 	hlog, _ := os.Create(filepath.Join(dir, "haproxy.log"))
 	hp.Stdout, hp.Stderr = hlog, hlog
 	if err := hp.Start(); err != nil {
@@ -218,7 +226,6 @@ backend fleet
 	if err := waitListening(front, nil, 10*time.Second); err != nil {
 		t.Fatalf("haproxy: %v\n%s", err, readFile(filepath.Join(dir, "haproxy.log")))
 	}
-	return front
 }
 
 // sessionsFrom counts the sessions an instance logged for a client address.
