@@ -33,6 +33,7 @@ const (
 type redisServer struct {
 	Addr string
 	dir  string
+	tls  *testPKI // TLS only, with this certificate; nil: plaintext
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -41,8 +42,15 @@ type redisServer struct {
 // the fleet and the default user off.
 func startRedis(t testing.TB) *redisServer {
 	t.Helper()
+	return startRedisTLS(t, nil)
+}
+
+// startRedisTLS is startRedis speaking TLS only, with pki's certificate
+// (for 127.0.0.1), if pki is not nil.
+func startRedisTLS(t testing.TB, pki *testPKI) *redisServer {
+	t.Helper()
 	requireTool(t, "redis-server")
-	r := &redisServer{Addr: loopbackAddr(t), dir: t.TempDir()}
+	r := &redisServer{Addr: loopbackAddr(t), dir: t.TempDir(), tls: pki}
 	r.start(t)
 	t.Cleanup(func() { r.kill() })
 	return r
@@ -52,9 +60,17 @@ func (r *redisServer) start(t testing.TB) {
 	t.Helper()
 	_, port, _ := strings.Cut(r.Addr, ":")
 	acl := filepath.Join(r.dir, "users.acl")
-	writeFile(t, acl, fmt.Sprintf("user default off\nuser %s on >%s ~%s* +@all -@dangerous\n", fleetRedisUser, fleetRedisPass, fleetPrefix))
-	r.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"), "--aclfile", acl)
+	// The sentinel user has what Redis Sentinel needs of a master.
+	writeFile(t, acl, fmt.Sprintf("user default off\nuser %s on >%s ~%s* +@all -@dangerous\n"+
+		"user sentinel on >%s allchannels +multi +slaveof +ping +exec +subscribe +config|rewrite +role +publish +info +client|setname +client|kill +script|kill\n",
+		fleetRedisUser, fleetRedisPass, fleetPrefix, fleetRedisPass))
+	args := []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"), "--aclfile", acl}
+	if r.tls != nil {
+		args = append(args, "--port", "0", "--tls-port", port, "--tls-cert-file", r.tls.CertFile, "--tls-key-file", r.tls.KeyFile,
+			"--tls-ca-cert-file", r.tls.CAFile, "--tls-auth-clients", "no")
+	}
+	r.cmd = exec.Command("redis-server", args...)
 	if err := r.cmd.Start(); err != nil {
 		t.Fatalf("redis-server: %v", err)
 	}
@@ -96,6 +112,7 @@ type fleetOptions struct {
 	policy string        // the policy file; default: example.org local
 	tls    func() string // the tls: section's body; default: the test PKI's certificate
 	share  string        // cluster.share; default: all
+	redis  string        // how cluster.redis finds Redis (YAML lines); default: its address
 }
 
 // startFleet starts n instances against redis. Their "submissions"
@@ -117,6 +134,10 @@ func startFleet(t testing.TB, n int, pf *Postfix, redis *redisServer, o fleetOpt
 	writeFile(t, pass, fleetRedisPass+"\n")
 	key := filepath.Join(shared, "cluster.key")
 	writeFile(t, key, "c2hhcmVkIGZsZWV0IGtleSBmb3IgdGhlIGUyZSB0ZXN0cw==\n")
+	redisYAML := fmt.Sprintf("    address: %q", redis.Addr)
+	if o.redis != "" {
+		redisYAML = o.redis
+	}
 	share := ""
 	if o.share != "" {
 		share = "  share: " + o.share
@@ -150,7 +171,7 @@ admin: {address: %q}
 log: {level: debug}
 cluster:
   redis:
-    address: %q
+%s
     username: %s
     password_file: %q
     key_prefix: %q
@@ -158,7 +179,7 @@ cluster:
   key_file: %q
 %s
 %s`, filepath.Join(dir, "state"), m.Submissions, m.Direct, tlsYAML, pf.Addr, users, pol, m.Admin,
-			redis.Addr, fleetRedisUser, pass, fleetPrefix, key, share, o.extra))
+			redisYAML, fleetRedisUser, pass, fleetPrefix, key, share, o.extra))
 		m.cmd, m.exited = runGuard(t, dir, m.ConfigFile, m.LogFile)
 		f.members = append(f.members, m)
 	}
@@ -574,4 +595,100 @@ func TestFleetInstanceStoppedBehindHAProxy(t *testing.T) {
 		t.Errorf("the stopped instance exited with %d", code)
 	}
 	pf.WaitMessages(t, dave, 9)
+}
+
+// resumes reports whether a TLS session from instance a resumes on b.
+func resumes(t testing.TB, f *fleet, a, b *fleetMember) bool {
+	t.Helper()
+	cfg := f.pki.clientTLS()
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	c := dialImplicitTLSFrom(t, "127.0.0.2", a.Direct, cfg)
+	c.cmd("QUIT").expect(t, 221)
+	c = dialImplicitTLSFrom(t, "127.0.0.2", b.Direct, cfg)
+	defer c.cmd("QUIT")
+	return c.conn.(*tls.Conn).ConnectionState().DidResume
+}
+
+// cluster.share names what is shared, and only that: with
+// [session_tickets], tickets resume across instances while each instance
+// keeps its own AUTH budget.
+func TestConfigKeyClusterShare(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	redis := startRedis(t)
+	f := startFleet(t, 2, pf, redis, fleetOptions{share: "[session_tickets]",
+		extra: "limits:\n  auth_max_failures: 2\n  auth_fail_delay: 100ms\n"})
+	a, b := f.members[0], f.members[1]
+	if !resumes(t, f, a, b) {
+		t.Error("session_tickets shared, yet a ticket from A did not resume on B")
+	}
+	codes := []int{fleetGuess(t, a, f.pki, "127.0.0.9"), fleetGuess(t, a, f.pki, "127.0.0.9"), fleetGuess(t, b, f.pki, "127.0.0.9")}
+	if fmt.Sprint(codes) != "[535 421 535]" {
+		t.Errorf("guesses at A, A, B with auth_throttle not shared: %v, want [535 421 535]", codes)
+	}
+}
+
+// cluster.redis.tls and ca_file: Redis speaking TLS only, its certificate
+// checked against the CA file; the fleet shares through it.
+func TestConfigKeyClusterRedisTLS(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	pki := newTestPKI(t, t.TempDir())
+	redis := startRedisTLS(t, pki)
+	f := startFleet(t, 2, pf, redis, fleetOptions{redis: fmt.Sprintf("    address: %q\n    tls: true\n    ca_file: %q", redis.Addr, pki.CAFile)})
+	waitDegraded(t, f.members[0], 0)
+	if !resumes(t, f, f.members[0], f.members[1]) {
+		t.Error("a ticket from A did not resume on B through a TLS Redis")
+	}
+	// Without the CA, the instance cannot verify Redis and acts alone.
+	g := startFleet(t, 1, pf, redis, fleetOptions{redis: fmt.Sprintf("    address: %q\n    tls: true", redis.Addr)})
+	waitDegraded(t, g.members[0], 1)
+	expectLogLine(t, g.members[0].TLSGuard, "Redis unreachable: acting alone (local throttles and rate counters, cached certificates, last ticket keys; no certificate issuance) until it answers again", "certificate")
+}
+
+// startSentinel runs one Redis Sentinel watching r as "fleetmaster".
+func startSentinel(t testing.TB, r *redisServer) string {
+	t.Helper()
+	addr := loopbackAddr(t)
+	_, port, _ := strings.Cut(addr, ":")
+	host, rport, _ := strings.Cut(r.Addr, ":")
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	writeFile(t, conf, fmt.Sprintf(`port %s
+bind 127.0.0.1
+dir %s
+logfile %s
+sentinel monitor fleetmaster %s %s 1
+sentinel auth-user fleetmaster sentinel
+sentinel auth-pass fleetmaster %s
+sentinel down-after-milliseconds fleetmaster 2000
+`, port, dir, filepath.Join(dir, "sentinel.log"), host, rport, fleetRedisPass))
+	cmd := exec.Command("redis-server", conf, "--sentinel")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	if err := waitListening(addr, done, 10*time.Second); err != nil {
+		t.Fatalf("sentinel: %v\n%s", err, readFile(filepath.Join(dir, "sentinel.log")))
+	}
+	return addr
+}
+
+// cluster.redis.sentinel: the instances find the master through Redis
+// Sentinel and share through it.
+func TestConfigKeyClusterSentinel(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	redis := startRedis(t)
+	sentinel := startSentinel(t, redis)
+	f := startFleet(t, 2, pf, redis, fleetOptions{redis: fmt.Sprintf("    sentinel: {master: fleetmaster, addresses: [%q]}", sentinel),
+		extra: "limits:\n  auth_max_failures: 2\n  auth_fail_delay: 100ms\n"})
+	waitDegraded(t, f.members[0], 0)
+	a, b := f.members[0], f.members[1]
+	codes := []int{fleetGuess(t, a, f.pki, "127.0.0.9"), fleetGuess(t, b, f.pki, "127.0.0.9")}
+	if fmt.Sprint(codes) != "[535 421]" {
+		t.Errorf("guesses at A then B through Sentinel's master: %v, want [535 421]", codes)
+	}
 }
