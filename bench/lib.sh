@@ -78,10 +78,12 @@ sampler_stop() { stop_pid "$SAMPLER_PID"; SAMPLER_PID=; }
 
 # ---- backend: smtp-sink -------------------------------------------------
 # -c: running counters (to check how many messages arrived); -u nobody:
-# required as root; -m: max parallel sessions (default 256).
+# required as root; -m: max parallel sessions (default 256; SINK_MAX, default
+# 12000: past it, connections wait in the listen queue, as at a Postfix
+# whose smtpd processes are all busy).
 start_sink() {
   local u=(); [ "$(id -u)" = 0 ] && u=(-u nobody)
-  smtp-sink -c "${u[@]}" -m 12000 "$SINK_HOST:$SINK_PORT" 1000 > "$RUN/sink.out" 2>&1 &
+  smtp-sink -c "${u[@]}" -m "${SINK_MAX:-12000}" "$SINK_HOST:$SINK_PORT" 1000 > "$RUN/sink.out" 2>&1 &
   SINK_PID=$!
   wait_port "$SINK_PORT"
 }

@@ -750,3 +750,32 @@ func TestConfigKeyDSNNone(t *testing.T) {
 		}
 	}
 }
+
+// backend.spool_after, seen from a real Postfix: a client silent for longer
+// than spool_after (1s) after its RCPT gives its backend connection up
+// (Postfix logs that session's end, QUIT after MAIL and RCPT, before the
+// client has sent DATA); its message, sent later, is stored once on a new
+// connection, and the client's 250 carries that message's queue id.
+func TestConfigKeyBackendSpoolAfter(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	g := configKeyGuard(t, pf.Addr, "", "  timeout: 30s", "  timeout: 30s\n  spool_after: 1s")
+	freed := regexp.MustCompile(`disconnect from \S+ ehlo=1 mail=1 rcpt=1 quit=1 `)
+	c := dialSMTP(t, g.MX)
+	c.ehlo("client.example.net")
+	c.cmd("MAIL FROM:<"+carol+">").expect(t, 250)
+	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
+	waitUntil(t, "Postfix sees the paused transaction's connection end", 10*time.Second, func() bool { return freed.MatchString(pf.Log()) })
+	c.cmd("DATA").expect(t, 354)
+	c.send("Subject: spooled after a pause\r\n\r\nbody\r\n.\r\n")
+	r := c.read().expect(t, 250)
+	c.cmd("QUIT").expect(t, 221)
+	msgs := pf.WaitMessages(t, alice, 1)
+	pf.Settle(t)
+	if n := len(pf.Messages(t, alice)); n != 1 {
+		t.Fatalf("%s holds %d messages, want 1", alice, n)
+	}
+	if id := queueIDOf(r); msgs[0].QueueID() != id {
+		t.Errorf("the client's 250 %q does not name the stored message (%s)", r.raw, msgs[0].QueueID())
+	}
+}

@@ -28,6 +28,10 @@ func TestConfigErrorExitsBeforeListening(t *testing.T) {
 		{"bad enum", "  address: \"127.0.0.1:2525\"\n  tls: maybe\n", 13, "tls"},
 		{"negative pool size", "  address: \"127.0.0.1:2525\"\n  pool_size: -1\n", 13, "pool_size"},
 		{"pool idle too long", "  address: \"127.0.0.1:2525\"\n  pool_idle: 10m\n", 13, "pool_idle"},
+		{"final reply wait under timeout", "  address: \"127.0.0.1:2525\"\n  data_done_timeout: 10s\n", 13, "data_done_timeout"},
+		{"no backend connections", "  address: \"127.0.0.1:2525\"\n  max_connections: 0\n", 13, "max_connections"},
+		{"all backend connections reserved", "  address: \"127.0.0.1:2525\"\n  reserved_authenticated: 100\n", 13, "reserved_authenticated"},
+		{"negative spool_after", "  address: \"127.0.0.1:2525\"\n  spool_after: -1s\n", 13, "spool_after"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

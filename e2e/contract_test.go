@@ -50,6 +50,63 @@ func waitPostfixReceived(t testing.TB, pf *Postfix, prefix string) string {
 	}
 }
 
+// Row "MAIL parameters": BODY= reaches the backend as the client declared
+// it (RFC 6152 2): BODY=7BIT as BODY=7BIT, BODY=8BITMIME as BODY=8BITMIME,
+// and no BODY= as none, although the backend offers 8BITMIME. Read from
+// Postfix's own log of the MAIL lines it received.
+func TestContractBodyAsDeclaredAtBackend(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t, postfixVerbose...)
+	g := startTLSGuard(t, pf)
+
+	declared := map[string]string{"seven@foreign.test": "BODY=7BIT", "eight@foreign.test": "BODY=8BITMIME", "plain@foreign.test": ""}
+	for from, body := range declared {
+		c := dialSMTP(t, g.MX)
+		c.ehlo("client.example.net")
+		c.cmd(strings.TrimSpace("MAIL FROM:<"+from+"> "+body)).expect(t, 250)
+		c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
+		c.cmd("DATA").expect(t, 354)
+		c.send("Subject: " + from + "\r\n\r\nbody\r\n.\r\n")
+		c.read().expect(t, 250)
+		c.cmd("QUIT").expect(t, 221)
+	}
+	for from, body := range declared {
+		mail := waitPostfixReceived(t, pf, "MAIL FROM:<"+from+">")
+		got := ""
+		for _, f := range strings.Fields(mail) {
+			if strings.HasPrefix(strings.ToUpper(f), "BODY=") {
+				got = strings.ToUpper(f)
+			}
+		}
+		if got != body {
+			t.Errorf("client declared %q, the backend got %q", body, mail)
+		}
+	}
+	pf.WaitMessages(t, alice, len(declared))
+}
+
+// A backend that does not offer 8BITMIME still gets a message its client
+// declared 8-bit, without the BODY= it cannot take (tlsguard offers 8BITMIME
+// whatever the backend does, and cannot convert the message).
+func TestContractBody8BitToBackendWithout8BitMIME(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t, append([]string{"smtpd_discard_ehlo_keywords = 8bitmime"}, postfixVerbose...)...)
+	g := startTLSGuard(t, pf)
+
+	c := dialSMTP(t, g.MX)
+	c.ehlo("client.example.net")
+	c.cmd("MAIL FROM:<eight@foreign.test> BODY=8BITMIME").expect(t, 250)
+	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
+	c.cmd("DATA").expect(t, 354)
+	c.send("Subject: 8-bit\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n.\r\n")
+	c.read().expect(t, 250)
+	c.cmd("QUIT").expect(t, 221)
+	if mail := waitPostfixReceived(t, pf, "MAIL FROM:<eight@foreign.test>"); strings.Contains(strings.ToUpper(mail), "BODY=") {
+		t.Errorf("a backend without 8BITMIME got %q", mail)
+	}
+	pf.WaitMessages(t, alice, 1)
+}
+
 // Row "MAIL parameters (AUTH=, SIZE=, BODY=, DSN's RET/ENVID/ORCPT/NOTIFY):
 // validated; an unauthenticated client's AUTH= is dropped; none is forwarded
 // as raw text". The backend here offers AUTH (SASL through a private

@@ -160,8 +160,9 @@ func backendTimeout(d string) func(string) string {
 }
 
 // The backend accepts the connection and then hangs, at the greeting, at
-// RCPT, or after the final dot: within backend.timeout the client gets a
-// 4xx (451 4.4.1), never a 250 and never a 5xx, so it keeps the message.
+// RCPT, or after the final dot: within backend.timeout (after the dot:
+// backend.data_done_timeout) the client gets a 4xx (451 4.4.1), never a 250
+// and never a 5xx, so it keeps the message.
 // (After the final dot a 4xx may cause a duplicate if the backend did store
 // the message: the RFC 1047 window, documented in SECURITY.md.)
 func TestHardeningFaultBackendHangs(t *testing.T) {
@@ -169,7 +170,8 @@ func TestHardeningFaultBackendHangs(t *testing.T) {
 	for _, stage := range []string{"greeting", "rcpt", "eod"} {
 		t.Run(stage, func(t *testing.T) {
 			t.Parallel()
-			g := startGuardEdited(t, scriptedBackend(t, stage), backendTimeout("2s"), "")
+			// After the final dot the wait is backend.data_done_timeout.
+			g := startGuardEdited(t, scriptedBackend(t, stage), backendTimeout("2s\n  data_done_timeout: 3s"), "")
 			c := dialSMTP(t, g.MX)
 			c.ehlo("client.example.net")
 			start := time.Now()

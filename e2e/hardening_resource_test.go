@@ -9,6 +9,7 @@ package e2e
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -287,18 +288,22 @@ func TestHardeningRecipientFlood(t *testing.T) {
 // A message over the size limit, in DATA and in BDAT: 552 5.3.4, nothing
 // stored, and a BDAT chunk refused for its declared size is still read
 // whole, so its bytes never run as commands (one reply, then QUIT works).
+// Each is over the limit by less than the 64 KB that is still read to stay
+// in step with the client; far over it, see
+// TestHardeningOversizedMessageClosed.
 func TestHardeningOversizedMessage(t *testing.T) {
 	t.Parallel()
 	pf := startPostfix(t)
 	g := startTLSGuard(t, pf, withConfig("limits:\n  max_message_size: 4k\n"))
 	forged := "\r\nMAIL FROM:<ceo@example.org>\r\nRCPT TO:<" + victim + ">\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n"
 
-	// DATA: 2 MB in 64 KB writes; the reply comes after the end of data.
+	// DATA: 40 KB in 1,280-byte writes; the reply comes after the end of
+	// data.
 	c := dialSMTPFrom(t, "127.0.5.4", g.MX)
 	c.ehlo("big.example.net")
 	c.openData(t, "big@foreign.test", alice)
 	line := strings.Repeat("x", 78) + "\r\n"
-	chunk := strings.Repeat(line, 800)
+	chunk := strings.Repeat(line, 16)
 	c.send("Subject: big\r\n\r\n")
 	for i := 0; i < 32; i++ {
 		c.send(chunk)
@@ -333,6 +338,69 @@ func TestHardeningOversizedMessage(t *testing.T) {
 	goodClientDelivers(t, g, pf, "during oversized messages", 1)
 	pf.Settle(t)
 	pf.ExpectEmpty(t, alice, victim)
+}
+
+// A client that sends far more than the size limit, without SIZE=, in DATA
+// and in BDAT: 552 5.3.4 and the connection is closed once tlsguard has read
+// the limit and a 64 KB margin, not the 20 MB the client sends (RFC 5321
+// 7.8: a server may close to defend itself). What was read is the session
+// line's bytes_in.
+func TestHardeningOversizedMessageClosed(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	g := startTLSGuard(t, pf, withConfig("limits:\n  max_message_size: 4k\n"))
+	const sent = 20 << 20
+	// The limit, the margin, the commands, and what the kernel and the read
+	// buffers hold when tlsguard stops reading.
+	const maxIn = 4<<10 + 64<<10 + 32<<10
+	block := strings.Repeat(strings.Repeat("x", 78)+"\r\n", 800)
+
+	// flood writes n bytes of block, then end, without waiting for replies;
+	// its writes fail once tlsguard has closed the connection.
+	flood := func(c *smtpConn, head string, n int, end string) {
+		go func() {
+			c.conn.SetWriteDeadline(time.Now().Add(ioTimeout))
+			if _, err := io.WriteString(c.conn, head); err != nil {
+				return
+			}
+			for ; n > 0; n -= len(block) {
+				if _, err := io.WriteString(c.conn, block[:min(n, len(block))]); err != nil {
+					return
+				}
+			}
+			io.WriteString(c.conn, end)
+		}()
+	}
+	bytesIn := func(src string) float64 {
+		r := waitLogRecord(t, g, "session", func(r logRecord) bool { return fieldIs(r, "client_ip", src) })
+		v, _ := r["bytes_in"].(float64)
+		return v
+	}
+
+	c := dialSMTPFrom(t, "127.0.5.5", g.MX)
+	c.ehlo("flood.example.net")
+	c.openData(t, "flood@foreign.test", alice)
+	flood(c, "Subject: flood\r\n\r\n", sent, ".\r\n")
+	c.read().expectPrefix(t, "552 5.3.4 ")
+	c.expectClosed()
+	if in := bytesIn("127.0.5.5"); in > maxIn {
+		t.Errorf("DATA: tlsguard read %.0f bytes of a %d-byte flood, want at most %d", in, sent, maxIn)
+	}
+
+	c = dialSMTPFrom(t, "127.0.5.6", g.MX)
+	c.ehlo("flood.example.net")
+	c.cmd("MAIL FROM:<flood@foreign.test>").expect(t, 250)
+	c.cmd("RCPT TO:<"+alice+">").expect(t, 250)
+	flood(c, fmt.Sprintf("BDAT %d LAST\r\n", sent), sent, "")
+	c.read().expectPrefix(t, "552 5.3.4 ")
+	c.expectClosed()
+	if in := bytesIn("127.0.5.6"); in > maxIn {
+		t.Errorf("BDAT: tlsguard read %.0f bytes of a %d-byte chunk, want at most %d", in, sent, maxIn)
+	}
+
+	goodClientDelivers(t, g, pf, "during floods over the size limit", 1)
+	pf.Settle(t)
+	pf.ExpectEmpty(t, alice)
 }
 
 // Many sessions that stop mid-handshake: TCP connections to the implicit

@@ -93,6 +93,25 @@ func TestHardeningSTARTTLSTwice(t *testing.T) {
 	pf.WaitMessages(t, carol, 1)
 }
 
+// RFC 3207 4: the command is "STARTTLS" with no parameters. "STARTTLS foo"
+// is a syntax error (501 5.5.4), no handshake starts, and the session goes
+// on: a correct STARTTLS then works.
+func TestHardeningSTARTTLSWithParameter(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	g := startTLSGuard(t, pf)
+
+	for _, addr := range []string{g.Submission, g.MX} {
+		c := dialSMTP(t, addr)
+		c.ehlo("client.example.net")
+		c.cmd("STARTTLS foo").expectPrefix(t, "501 5.5.4 ")
+		c.cmd("NOOP").expect(t, 250)
+		c.startTLS(g.PKI.clientTLS())
+		c.ehlo("client.example.net")
+		c.cmd("QUIT").expect(t, 221)
+	}
+}
+
 // STARTTLS on the implicit-TLS port: inside TLS it is refused and not
 // advertised; sent in plaintext (no ClientHello) the handshake fails and the
 // connection closes without any SMTP reply.

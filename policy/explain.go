@@ -13,7 +13,10 @@ type Step struct {
 	Matched bool
 	// Decided marks the step that made the final decision.
 	Decided bool
-	Note    string
+	// Shadow marks a rule in mode: shadow: it matched and Note says what
+	// it would have decided, but it did not decide.
+	Shadow bool
+	Note   string
 }
 
 // Explanation is Evaluate's decision with the steps that led to it.
@@ -28,7 +31,7 @@ type Explanation struct {
 func (p *Policy) Explain(s Session, env Envelope, rcpt Address) Explanation {
 	x := p.explain(s, env, rcpt)
 	for i := len(x.Steps) - 1; i >= 0; i-- {
-		if st := &x.Steps[i]; st.Matched && st.Rule == x.Decision.Rule && st.Source == x.Decision.Source {
+		if st := &x.Steps[i]; st.Matched && !st.Shadow && st.Rule == x.Decision.Rule && st.Source == x.Decision.Source {
 			st.Decided = true
 			break
 		}
@@ -92,6 +95,11 @@ func (p *Policy) explain(s Session, env Envelope, rcpt Address) Explanation {
 			} else {
 				note += " (the client has not logged in)"
 			}
+		}
+		if r.shadow {
+			add("rcpt", r.name, r.source, true, "%s -> %s, but mode: shadow: not enforced, the rules below decide", note, d.Reply)
+			x.Steps[len(x.Steps)-1].Shadow = true
+			continue
 		}
 		add("rcpt", r.name, r.source, true, "%s -> %s", note, d.Reply)
 		decided = true

@@ -3,6 +3,7 @@ package policy_test
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -164,7 +165,7 @@ func FuzzParsePolicy(f *testing.F) {
 					env := policy.Envelope{From: from, Recipients: 1}
 					x := p.Explain(s, env, to)
 					d := x.Decision
-					if d != p.Evaluate(s, env, to) {
+					if !reflect.DeepEqual(d, p.Evaluate(s, env, to)) {
 						t.Fatal("Explain and Evaluate differ")
 					}
 					class := map[policy.Action]int{policy.Accept: 2, policy.TempFail: 4, policy.Reject: 5}[d.Action]

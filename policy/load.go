@@ -473,6 +473,7 @@ type ruleFile struct {
 	LocalRecipient *bool          `yaml:"local_recipient"`
 	Action         string         `yaml:"action"`
 	Reply          string         `yaml:"reply"`
+	Mode           string         `yaml:"mode"`
 }
 
 func (b *builder) rules(rfs []ruleFile) {
@@ -495,6 +496,14 @@ func (b *builder) rules(rfs []ruleFile) {
 			continue
 		}
 		r.action = act
+		switch f.Mode {
+		case "", "enforce":
+		case "shadow":
+			r.shadow = true
+		default:
+			b.errf(f.Pos, "mode", "%q is not one of enforce, shadow", f.Mode)
+			continue
+		}
 		if !b.ruleReply(f, r) {
 			continue
 		}
@@ -504,7 +513,8 @@ func (b *builder) rules(rfs []ruleFile) {
 		}
 		r.compile()
 		for _, earlier := range b.p.rules {
-			if earlier.shadows(r) {
+			// A shadow rule decides nothing, so it hides no later rule.
+			if !earlier.shadow && earlier.shadows(r) {
 				b.errf(f.Pos, "name", "rule %q can never match: rule %q on line %d matches everything it matches (move it above %q or remove it)",
 					r.name, earlier.name, earlier.line, earlier.name)
 				break

@@ -114,14 +114,45 @@ func (p *Policy) IsTrusted(ip netip.Addr) bool {
 //
 // Limits and rate limits are separate checks (CheckRecipientCount,
 // Counters.Recipient), made only after this one accepts.
+//
+// A rule with mode: shadow that matches does not decide: the rules after it
+// do, and when it would have decided otherwise the Decision's Shadow says
+// so, so a restriction can be watched on real traffic before it bites.
 func (p *Policy) CheckRecipient(s Session, from, rcpt Address) Decision {
 	ev := p.newEval(s, from, rcpt)
+	var would []Shadow
 	for _, r := range p.rules {
-		if matchConds(r.conds, &ev) {
-			return r.decide(&ev)
+		if !matchConds(r.conds, &ev) {
+			continue
+		}
+		d := r.decide(&ev)
+		if r.shadow {
+			would = append(would, Shadow{Rule: r.name, Source: r.source, Would: d.Action, Reply: d.Reply})
+			continue
+		}
+		d.Shadow = differing(would, d)
+		return d
+	}
+	d := p.defaultDecision()
+	d.Shadow = differing(would, d)
+	return d
+}
+
+// differing keeps the shadow outcomes whose action differs from d's.
+func differing(would []Shadow, d Decision) []Shadow {
+	if len(would) == 0 {
+		return nil
+	}
+	out := would[:0]
+	for _, w := range would {
+		if w.Would != d.Action {
+			out = append(out, w)
 		}
 	}
-	return p.defaultDecision()
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 func (p *Policy) defaultDecision() Decision {
@@ -205,6 +236,7 @@ func (p *Policy) Evaluate(s Session, env Envelope, rcpt Address) Decision {
 		return d
 	}
 	if ld := p.CheckRecipientCount(s, env.Recipients); ld.Action != Accept {
+		ld.Shadow = differing(d.Shadow, ld)
 		return ld
 	}
 	return d

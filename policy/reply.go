@@ -117,6 +117,17 @@ type Decision struct {
 	// Source is "file:line" of the rule (or of the section) that decided;
 	// "file" alone for the default.
 	Source string
+	// Shadow lists the rules with mode: shadow that matched on the way and
+	// would have decided otherwise (another action); nil when none.
+	Shadow []Shadow
+}
+
+// Shadow is what a rule in mode: shadow would have decided.
+type Shadow struct {
+	Rule   string
+	Source string
+	Would  Action
+	Reply  Reply
 }
 
 // String formats a decision for logs and explain: "reject 550 5.7.1 ...

@@ -42,6 +42,9 @@ type rule struct {
 	action ruleAction
 	reply  Reply // for reject, tempfail and require_auth
 	conds  []cond
+	// shadow (mode: shadow): evaluated where it stands, but the next rule
+	// decides; what it would have decided is reported in Decision.Shadow.
+	shadow bool
 }
 
 func (r *rule) compile() {

@@ -3,6 +3,7 @@ package policy_test
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -36,6 +37,7 @@ func TestParseRuleErrors(t *testing.T) {
 		{"reply format", rule + "    action: reject\n    reply: \"no way\"\n", `test.yaml:4: rules[0].reply: "no way" is not a reply`},
 		{"reply class", rule + "    action: reject\n    reply: \"550 4.7.1 no\"\n", "must start with 5"},
 		{"tempfail 5xx", rule + "    action: tempfail\n    reply: \"550 5.7.1 no\"\n", "tempfail needs a 4xx reply"},
+		{"bad mode", rule + "    action: reject\n    mode: audit\n", `test.yaml:4: rules[0].mode: "audit" is not one of enforce, shadow`},
 		{"reject 4xx", rule + "    action: reject\n    reply: \"450 4.7.1 no\"\n", "reject needs a 5xx reply"},
 		{"reply control", rule + "    action: reject\n    reply: \"550 5.7.1 a\\tb\"\n", "printable ASCII"},
 		{"open relay", rule + "    action: accept\n", "test.yaml:3: rules[0].action: this rule accepts any recipient from any client: an open relay"},
@@ -185,6 +187,80 @@ func TestRuleConditionsAndOrder(t *testing.T) {
 		if !strings.HasPrefix(d.Source, "test.yaml:") {
 			t.Errorf("%s: source %q", tc.name, d.Source)
 		}
+	}
+}
+
+// A rule in mode: shadow never decides: the next rule does, and the
+// decision says what the shadow rule would have done when that differs.
+// The same file with the mode removed enforces it.
+func TestShadowRule(t *testing.T) {
+	const src = `local_domains: [uni.example]
+rules:
+  - name: block-spam
+    senders: ["*@spam.example"]
+    action: reject
+    reply: "550 5.7.1 No spam"
+    mode: shadow
+  - name: quiet-accept
+    senders: ["*@quiet.example"]
+    local_recipient: true
+    action: accept
+    mode: shadow
+  - name: local
+    local_recipient: true
+    action: accept
+  - name: relay
+    action: require_auth
+`
+	p, err := policy.Parse("shadow.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := policy.Session{Listener: "mx", ClientIP: netip.MustParseAddr("203.0.113.9")}
+	spam, rcpt := mustAddr(t, "x@spam.example", false), mustAddr(t, "a@uni.example", false)
+	d := p.Evaluate(s, policy.Envelope{From: spam}, rcpt)
+	if d.Action != policy.Accept || d.Rule != "local" {
+		t.Fatalf("shadow rule decided: %v", d)
+	}
+	want := []policy.Shadow{{Rule: "block-spam", Source: "shadow.yaml:3", Would: policy.Reject, Reply: policy.Reply{Code: 550, Enhanced: [3]int{5, 7, 1}, Text: "No spam"}}}
+	if !reflect.DeepEqual(d.Shadow, want) {
+		t.Errorf("Shadow = %+v, want %+v", d.Shadow, want)
+	}
+	// A shadow rule that would decide the same is not reported.
+	if d := p.Evaluate(s, policy.Envelope{From: mustAddr(t, "x@quiet.example", false)}, rcpt); d.Shadow != nil || d.Rule != "local" {
+		t.Errorf("same outcome reported: %v %+v", d, d.Shadow)
+	}
+	// Refused anyway: the shadow rule would refuse too, nothing to report.
+	if d := p.Evaluate(s, policy.Envelope{From: spam}, mustAddr(t, "b@foreign.test", false)); d.Action != policy.Reject || d.Shadow != nil {
+		t.Errorf("relay: %v %+v", d, d.Shadow)
+	}
+	x := p.Explain(s, policy.Envelope{From: spam}, rcpt)
+	var shadowSteps, decided int
+	for _, st := range x.Steps {
+		if st.Shadow {
+			shadowSteps++
+			if st.Rule != "block-spam" || st.Decided || !strings.Contains(st.Note, "not enforced") {
+				t.Errorf("shadow step %+v", st)
+			}
+		}
+		if st.Decided {
+			decided++
+			if st.Rule != "local" {
+				t.Errorf("decided by %+v", st)
+			}
+		}
+	}
+	if shadowSteps != 1 || decided != 1 {
+		t.Errorf("steps %+v", x.Steps)
+	}
+
+	// Enforcing: the only change is the mode line.
+	q, err := policy.Parse("shadow.yaml", []byte(strings.Replace(src, "    reply: \"550 5.7.1 No spam\"\n    mode: shadow\n", "    reply: \"550 5.7.1 No spam\"\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := q.Evaluate(s, policy.Envelope{From: spam}, rcpt); d.Action != policy.Reject || d.Rule != "block-spam" || d.Shadow != nil {
+		t.Errorf("enforced: %v %+v", d, d.Shadow)
 	}
 }
 
@@ -347,7 +423,7 @@ limits:
 								env := policy.Envelope{From: mustAddr(t, f, false), Recipients: prior}
 								rcpt := mustAddr(t, to, false)
 								x := p.Explain(s, env, rcpt)
-								if x.Decision != p.Evaluate(s, env, rcpt) {
+								if !reflect.DeepEqual(x.Decision, p.Evaluate(s, env, rcpt)) {
 									t.Fatalf("Explain and Evaluate differ")
 								}
 								decided := 0

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -28,7 +29,23 @@ type backend struct {
 	caps    capabilities
 	pool    []*backendConn // idle connections, oldest first
 	reaping bool           // a reap is scheduled
+	active  [2]int         // connections in use, by class (slotUnauth, slotAuth)
+	waiting int            // sessions waiting for a slot
+	freed   chan struct{}  // closed and replaced when a slot frees and someone waits
 }
+
+// Slot classes: who holds a backend connection. Unauthenticated sessions may
+// hold at most MaxConnections-ReservedAuthenticated; the rest is kept for
+// logged-in users, so a flood of anonymous sessions cannot lock them out.
+const (
+	slotUnauth = 0
+	slotAuth   = 1
+)
+
+var slotClassNames = [2]string{"unauthenticated", "authenticated"}
+
+// errNoSlot: every backend connection this session's class may use is busy.
+var errNoSlot = errors.New("no backend connection free")
 
 // capabilities are the backend EHLO keywords that change what we advertise.
 type capabilities struct {
@@ -39,7 +56,7 @@ type capabilities struct {
 }
 
 func newBackend(cfg BackendConfig, hostname string, log *zap.Logger, m *Metrics) *backend {
-	return &backend{cfg: cfg, hostname: hostname, log: log, metrics: m}
+	return &backend{cfg: cfg, hostname: hostname, log: log, metrics: m, freed: make(chan struct{})}
 }
 
 func (b *backend) capabilities() capabilities {
@@ -61,29 +78,125 @@ func (b *backend) learn(ctx context.Context) error {
 // backendConn is one SMTP connection to the backend.
 type backendConn struct {
 	c      *smtp.Client
-	idleAt time.Time // when it went back to the pool
-	reused bool      // taken from the pool (may have gone stale)
+	dl     *deadlineConn // the TCP connection, under TLS if any
+	idleAt time.Time     // when it went back to the pool
+	reused bool          // taken from the pool (may have gone stale)
+
+	b     *backend // set while it holds a slot; b.mu guards the two below
+	held  bool     // counted in b.active[class]
+	class int
 }
 
-// get returns an idle connection from the pool or dials a new one.
-func (b *backend) get(ctx context.Context) (*backendConn, error) {
-	now := time.Now()
-	b.mu.Lock()
-	for len(b.pool) > 0 {
-		bc := b.pool[len(b.pool)-1]
-		b.pool = b.pool[:len(b.pool)-1]
-		b.countIdle()
-		if now.Sub(bc.idleAt) < b.cfg.PoolIdle {
-			b.mu.Unlock()
-			bc.reused = true
-			return bc, nil
-		}
-		b.mu.Unlock()
-		bc.quit()
+// get returns an idle connection from the pool or dials a new one, within
+// the cap on backend connections: when the session's class has no slot
+// free, it waits for one until ctx is done (errNoSlot). Idle connections
+// count towards the cap too: a connection enters the pool only from use and
+// a new one is dialled only when the pool is empty, so in use plus idle
+// never exceeds MaxConnections.
+func (b *backend) get(ctx context.Context, authenticated bool) (*backendConn, error) {
+	class := slotUnauth
+	if authenticated {
+		class = slotAuth
+	}
+	waited := false
+	for {
+		now := time.Now()
+		var drop []*backendConn
 		b.mu.Lock()
+		if !b.admits(class) {
+			freed := b.freed
+			b.waiting++
+			b.mu.Unlock()
+			if !waited && b.metrics != nil {
+				b.metrics.slotWaits.WithLabelValues(slotClassNames[class]).Inc()
+			}
+			waited = true
+			var done bool
+			select {
+			case <-freed:
+			case <-ctx.Done():
+				done = true
+			}
+			b.mu.Lock()
+			b.waiting--
+			b.mu.Unlock()
+			if !done {
+				continue
+			}
+			if b.metrics != nil {
+				b.metrics.slotTimeouts.WithLabelValues(slotClassNames[class]).Inc()
+			}
+			return nil, fmt.Errorf("backend %s: %w (%d in use)", b.cfg.Address, errNoSlot, b.inUse())
+		}
+		var bc *backendConn
+		for bc == nil && len(b.pool) > 0 {
+			bc = b.pool[len(b.pool)-1]
+			b.pool = b.pool[:len(b.pool)-1]
+			if now.Sub(bc.idleAt) >= b.cfg.PoolIdle {
+				drop, bc = append(drop, bc), nil
+			}
+		}
+		b.active[class]++
+		b.countConns()
+		b.mu.Unlock()
+		for _, d := range drop {
+			d.quit()
+		}
+		if bc != nil {
+			bc.reused = true
+		} else {
+			var err error
+			if bc, err = b.dial(context.WithoutCancel(ctx)); err != nil {
+				b.mu.Lock()
+				b.active[class]--
+				b.slotFreed()
+				b.mu.Unlock()
+				return nil, err
+			}
+		}
+		bc.b, bc.held, bc.class = b, true, class
+		return bc, nil
+	}
+}
+
+// admits reports whether class may take one more connection; b.mu is held.
+func (b *backend) admits(class int) bool {
+	limit := b.cfg.MaxConnections
+	if b.active[0]+b.active[1] >= limit {
+		return false
+	}
+	return class == slotAuth || b.active[slotUnauth] < limit-b.cfg.ReservedAuthenticated
+}
+
+func (b *backend) inUse() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.active[0] + b.active[1]
+}
+
+// slotFreed wakes the sessions waiting for a slot and updates the gauges;
+// b.mu is held.
+func (b *backend) slotFreed() {
+	if b.waiting > 0 {
+		close(b.freed)
+		b.freed = make(chan struct{})
+	}
+	b.countConns()
+}
+
+// release gives a connection's slot back (it is being closed).
+func (bc *backendConn) release() {
+	b := bc.b
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	if bc.held {
+		bc.held = false
+		b.active[bc.class]--
+		b.slotFreed()
 	}
 	b.mu.Unlock()
-	return b.dial(ctx)
 }
 
 // put returns a connection in a clean state (no transaction open) for reuse,
@@ -92,6 +205,11 @@ func (b *backend) put(bc *backendConn) {
 	bc.idleAt = time.Now()
 	bc.reused = false
 	b.mu.Lock()
+	if bc.held {
+		bc.held = false
+		b.active[bc.class]--
+		b.slotFreed()
+	}
 	if len(b.pool) < b.cfg.PoolSize {
 		b.pool = append(b.pool, bc)
 		b.countIdle()
@@ -138,6 +256,16 @@ func (b *backend) countIdle() {
 	}
 }
 
+// countConns updates the idle and in-use gauges; b.mu is held.
+func (b *backend) countConns() {
+	b.countIdle()
+	if b.metrics != nil {
+		for class, n := range b.active {
+			b.metrics.backendActive.WithLabelValues(slotClassNames[class]).Set(float64(n))
+		}
+	}
+}
+
 // drain closes every pooled connection.
 func (b *backend) drain() {
 	b.mu.Lock()
@@ -159,7 +287,8 @@ func (b *backend) dial(ctx context.Context) (*backendConn, error) {
 		return nil, fmt.Errorf("backend %s: %w", b.cfg.Address, err)
 	}
 	// Every write to the backend is bounded too (DATA streams through here).
-	raw = &deadlineConn{Conn: raw, timeout: b.cfg.Timeout}
+	dl := &deadlineConn{Conn: raw, timeout: b.cfg.Timeout}
+	raw = dl
 	var c *smtp.Client
 	switch b.cfg.TLS {
 	case TLSImplicit:
@@ -203,7 +332,7 @@ func (b *backend) dial(ctx context.Context) (*backendConn, error) {
 	if b.metrics != nil {
 		b.metrics.backendOpened.Inc()
 	}
-	return &backendConn{c: c}, nil
+	return &backendConn{c: c, dl: dl}, nil
 }
 
 // startTLS reads the greeting, says EHLO, checks that STARTTLS is offered,
@@ -291,21 +420,37 @@ func (b *backend) record(c *smtp.Client) {
 func (bc *backendConn) quit() {
 	bc.c.Quit()
 	bc.c.Close()
+	bc.release()
 }
 
 // abort drops the connection without QUIT: an unfinished DATA is discarded by
 // the backend because it never sees the final dot.
-func (bc *backendConn) abort() { bc.c.Close() }
+func (bc *backendConn) abort() {
+	bc.c.Close()
+	bc.release()
+}
 
 // deadlineConn gives every read and write its own deadline.
 type deadlineConn struct {
 	net.Conn
-	timeout time.Duration
+	timeout     time.Duration
+	readTimeout atomic.Int64 // nanoseconds; 0: timeout
 }
 
 func (d *deadlineConn) Read(b []byte) (int, error) {
-	d.Conn.SetReadDeadline(time.Now().Add(d.timeout))
+	t := d.timeout
+	if rt := time.Duration(d.readTimeout.Load()); rt > 0 {
+		t = rt
+	}
+	d.Conn.SetReadDeadline(time.Now().Add(t))
 	return d.Conn.Read(b)
+}
+
+// awaitFinal makes the reads that follow wait up to d for each piece of the
+// reply (the final dot's), and returns the function that restores Timeout.
+func (bc *backendConn) awaitFinal(d time.Duration) (restore func()) {
+	bc.dl.readTimeout.Store(int64(d))
+	return func() { bc.dl.readTimeout.Store(0) }
 }
 
 func (d *deadlineConn) Write(b []byte) (int, error) {

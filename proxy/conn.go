@@ -21,8 +21,6 @@ import (
 //     ReadTimeout is one deadline for a whole DATA, issue #196);
 //   - after a read timeout every later read fails at once, so a stalled DATA
 //     can never resynchronise into commands;
-//   - a STARTTLS handshake that fails closes the connection instead of
-//     letting go-smtp carry on in plaintext;
 //   - closeAfterReply: the next reply written is the last one.
 //
 // It stays below TLS (go-smtp detects TLS by a type check on *tls.Conn).
@@ -67,9 +65,9 @@ type sessionSummary struct {
 	endReason    string
 }
 
-// readyToStartTLS is the exact plaintext reply go-smtp writes before it
-// starts the handshake; anything plaintext written after it means the
-// handshake failed.
+// readyToStartTLS is the plaintext reply go-smtp writes before it starts
+// the handshake: from then on the handshake timeout applies. (A failed
+// handshake closes the connection in go-smtp itself.)
 var readyToStartTLS = []byte("220 2.0.0 Ready to start TLS")
 
 func (c *conn) setIdle(d time.Duration) { c.idle.Store(int64(d)) }
@@ -156,16 +154,6 @@ func notSMTP(b []byte) bool {
 
 func (c *conn) Write(b []byte) (int, error) {
 	c.mu.Lock()
-	if c.startTLSSent && len(b) > 0 && b[0] >= '0' && b[0] <= '9' {
-		// A plaintext reply after "Ready to start TLS": go-smtp reports a
-		// failed handshake and would go on in plaintext. Close instead.
-		c.mu.Unlock()
-		c.l.srv.metrics.handshakes.WithLabelValues(c.l.cfg.Name, "starttls", "", "failed").Inc()
-		c.Close()
-		return 0, net.ErrClosed
-	}
-	// TLS records start with a content type byte (20 to 24), never with an
-	// ASCII digit, so the flag needs no clearing once the handshake runs.
 	if bytes.HasPrefix(b, readyToStartTLS) {
 		c.startTLSSent = true
 		// The handshake (and the EHLO after it) has its own, shorter bound.
@@ -269,6 +257,15 @@ func (c *conn) summary(f func(s *sessionSummary)) {
 func (c *conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		failed := c.startTLSSent && !c.upgradeSeen
+		c.mu.Unlock()
+		if failed {
+			// STARTTLS was accepted but no TLS session followed: the
+			// handshake failed (go-smtp then closes), timed out, or the
+			// client left before its first command inside TLS.
+			c.l.srv.metrics.handshakes.WithLabelValues(c.l.cfg.Name, "starttls", "", "failed").Inc()
+		}
 		c.flush()
 		err = c.Conn.Close()
 		c.l.release(c)

@@ -224,7 +224,7 @@ type dataBufs struct {
 	copy []byte        // from the client
 }
 
-const dataBufSize = 16 << 10 // one TLS record; 32 KB per DATA in progress
+const dataBufSize = 16 << 10 // one TLS record; with the spool, 96 KB per DATA in progress
 
 var dataBufPool = sync.Pool{New: func() any {
 	return &dataBufs{bw: bufio.NewWriterSize(nil, dataBufSize), copy: make([]byte, dataBufSize)}

@@ -417,12 +417,13 @@ func newEnv(t testing.TB, be *fakeBackend, opts ...envOpt) *env {
 			{Name: lStrict, Address: "127.0.0.1:0", TLS: proxy.TLSStartTLS, Auth: true, RequireTLS: true},
 			{Name: lPlain, Address: "127.0.0.1:0", TLS: proxy.TLSNone, Auth: true},
 		},
-		TLS:     serverTLSConfig(t),
-		Backend: proxy.BackendConfig{Address: be.addr, TLS: proxy.TLSNone, Timeout: 3 * time.Second, PoolSize: 256, PoolIdle: 20 * time.Second},
-		Limits:  testLimits(),
-		Policy:  pol,
-		Auth:    auth,
-		Logger:  zap.New(core),
+		TLS: serverTLSConfig(t),
+		Backend: proxy.BackendConfig{Address: be.addr, TLS: proxy.TLSNone, Timeout: 3 * time.Second, PoolSize: 256, PoolIdle: 20 * time.Second,
+			DataDoneTimeout: 10 * time.Second, MaxConnections: 100, ReservedAuthenticated: 20, SpoolAfter: 2 * time.Second},
+		Limits: testLimits(),
+		Policy: pol,
+		Auth:   auth,
+		Logger: zap.New(core),
 	}
 	for _, o := range opts {
 		o(&cfg)

@@ -49,6 +49,7 @@ func (s *Server) logTransaction(ss *session, tx *transaction) {
 			zap.Bool("tls", ss.tls != nil),
 			zap.String("user", ss.user),
 			zap.String("from", tx.from.String()),
+			zap.Int64("size", tx.opts.Size),
 			zap.Array("rcpts", addresses(tx.rcpts)),
 			zap.Strings("rules", tx.rules),
 			zap.Array("refused", refusals(tx.refused)),
@@ -64,11 +65,18 @@ func (s *Server) logTransaction(ss *session, tx *transaction) {
 		if ss.tls == nil {
 			n -= 3 // no TLS fields without TLS, as before
 		}
-		if len(tx.dsnStrip) > 0 {
-			ce.Write(append(fields[:n:n], zap.Strings("dsn_stripped", tx.dsnStrip))...)
+		if len(tx.dsnStrip) == 0 && len(tx.shadow) == 0 {
+			ce.Write(fields[:n]...)
 			return
 		}
-		ce.Write(fields[:n]...)
+		more := fields[:n:n]
+		if len(tx.dsnStrip) > 0 {
+			more = append(more, zap.Strings("dsn_stripped", tx.dsnStrip))
+		}
+		if len(tx.shadow) > 0 {
+			more = append(more, zap.Array("shadow", shadowNotes(tx.shadow)))
+		}
+		ce.Write(more...)
 	}
 }
 
@@ -90,8 +98,42 @@ func (rs refusals) MarshalLogArray(enc zapcore.ArrayEncoder) error {
 			o.AddString("rcpt", r.rcpt)
 			o.AddString("rule", r.rule)
 			o.AddString("reply", r.reply)
+			o.AddString("check", r.checkWord())
+			o.AddInt("before", r.before)
 			return nil
 		}))
+	}
+	return nil
+}
+
+// checkWord names the check that refused r in the log: rules, limit or
+// rate_limit (the policy's), syntax, or backend (the policy accepted, the
+// backend refused or failed).
+func (r refusal) checkWord() string {
+	switch {
+	case r.rule == "syntax" && (r.check == "" || r.check == checkAccepted):
+		return "syntax"
+	case r.check == "" || r.check == checkAccepted:
+		return "backend"
+	}
+	return r.check
+}
+
+// shadowNotes logs, per recipient, what rules in mode: shadow would have
+// decided: [{rcpt, rule, would, reply}].
+type shadowNotes []shadowNote
+
+func (ns shadowNotes) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, n := range ns {
+		for _, sh := range n.s {
+			enc.AppendObject(zapcore.ObjectMarshalerFunc(func(o zapcore.ObjectEncoder) error {
+				o.AddString("rcpt", n.rcpt)
+				o.AddString("rule", sh.Rule)
+				o.AddString("would", sh.Would.String())
+				o.AddString("reply", sh.Reply.String())
+				return nil
+			}))
+		}
 	}
 	return nil
 }

@@ -155,3 +155,32 @@ func TestTransactionLogRefused(t *testing.T) {
 		t.Errorf("refused: %s", ref)
 	}
 }
+
+// What policy replay needs is in the transaction line: the declared size,
+// and per refused recipient the check that refused it and how many
+// recipients were accepted before it.
+func TestTransactionLogReplayFields(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.session(t, lMX, false, false)
+	c.cmd("MAIL FROM:<x@foreign.test> SIZE=1234", 250)
+	c.cmd("RCPT TO:<bob@example.org>", 250)
+	c.send("RCPT TO:<victim@foreign.test>")
+	c.expectLine(relayDenied)
+	c.send("RCPT TO:<x@-bad-.test>")
+	c.expectClass(5)
+	c.cmd("QUIT", 221)
+	waitFor(t, "transaction line", func() bool { return e.logs.FilterMessage("transaction").Len() == 1 })
+	f := e.logs.FilterMessage("transaction").All()[0].ContextMap()
+	if fmt.Sprint(f["size"]) != "1234" {
+		t.Errorf("size: %v", f["size"])
+	}
+	ref := fmt.Sprint(f["refused"])
+	for _, want := range []string{"before:1 check:rules rcpt:victim@foreign.test reply:" + relayDenied + " rule:default", "check:syntax"} {
+		if !strings.Contains(ref, want) {
+			t.Errorf("refused %s lacks %q", ref, want)
+		}
+	}
+	if _, ok := f["shadow"]; ok {
+		t.Errorf("shadow without shadow rules: %v", f["shadow"])
+	}
+}

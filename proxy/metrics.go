@@ -21,11 +21,16 @@ type Metrics struct {
 	startTLS        *prometheus.CounterVec
 	auth            *prometheus.CounterVec
 	decisions       *prometheus.CounterVec
+	shadow          *prometheus.CounterVec
 	relayDenied     *prometheus.CounterVec
 	backendErrors   *prometheus.CounterVec
 	backendReplies  *prometheus.CounterVec
 	backendOpened   prometheus.Counter
 	backendIdle     prometheus.Gauge
+	backendActive   *prometheus.GaugeVec
+	slotWaits       *prometheus.CounterVec
+	slotTimeouts    *prometheus.CounterVec
+	spooled         *prometheus.CounterVec
 	messages        *prometheus.CounterVec
 	messageBytes    *prometheus.CounterVec
 	deliveryLatency *prometheus.HistogramVec
@@ -63,6 +68,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Connections opened to the backend (greeted and EHLO said): the start-up probe, and every transaction that found no idle connection to reuse."}),
 		backendIdle: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "backend_connections_idle",
 			Help: "Idle backend connections kept for reuse now (at most backend.pool_size, each for at most backend.pool_idle)."}),
+		backendActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "backend_connections_active",
+			Help: "Backend connections in use now, by the class of the session holding them (authenticated, unauthenticated); with the idle ones at most backend.max_connections."}, []string{"class"}),
+		slotWaits: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_slot_waits_total",
+			Help: "Sessions that found no backend connection free for their class and waited, by class."}, []string{"class"}),
+		slotTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_slot_timeouts_total",
+			Help: "Sessions that waited backend.timeout for a backend connection in vain and got 451 4.4.1, by class."}, []string{"class"}),
+		spooled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_spooled_total",
+			Help: "Messages not complete within backend.spool_after: their backend connection was freed and they were sent once complete, by result (delivered, rejected, failed)."}, []string{"listener", "result"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "messages_total",
 			Help: "Messages at the end of DATA by result (delivered, rejected, failed)."}, []string{"listener", "result"}),
 		messageBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "message_bytes_total",
@@ -71,8 +84,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from the client's end of DATA to the backend's reply.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"listener"}),
 	}
+	m.shadow = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "policy_shadow_total",
+		Help: "Recipient decisions a rule in mode: shadow would have made differently, by rule and the action it would have taken."}, []string{"rule", "would"})
+	reg.MustRegister(m.shadow)
+	// The fixed stages exist from the start at 0, so an alert on backend
+	// errors sees a series before the first error.
+	for _, stage := range []string{"connect", "mail", "rcpt", "data"} {
+		m.backendErrors.WithLabelValues(stage)
+	}
+
 	reg.MustRegister(m.sessionsOpen, m.sessionsTotal, m.refused, m.handshakes, m.startTLS, m.auth, m.decisions,
-		m.relayDenied, m.backendErrors, m.backendReplies, m.backendOpened, m.backendIdle, m.messages, m.messageBytes, m.deliveryLatency)
+		m.relayDenied, m.backendErrors, m.backendReplies, m.backendOpened, m.backendIdle, m.backendActive, m.slotWaits, m.slotTimeouts, m.spooled, m.messages, m.messageBytes, m.deliveryLatency)
 	return m
 }
 
@@ -92,6 +114,9 @@ func codeLabel(code int) string {
 func (s *Server) countDecision(listener string, d policy.Decision) {
 	rule, _, _ := strings.Cut(d.Rule, " (")
 	s.metrics.decisions.WithLabelValues(rule, strings.ToLower(d.Action.String())).Inc()
+	for _, sh := range d.Shadow {
+		s.metrics.shadow.WithLabelValues(sh.Rule, sh.Would.String()).Inc()
+	}
 	if d.Reply.Code == 550 && d.Reply.Enhanced == [3]int{5, 7, 1} {
 		s.metrics.relayDenied.WithLabelValues(listener).Inc()
 	}

@@ -52,19 +52,48 @@ func (s *session) policyMail(pol *policy.Policy, from policy.Address, opts *smtp
 // policyRcpt decides one syntactically valid recipient: the rules of the
 // transaction's policy, then its per-message recipient limit (452 4.5.3),
 // then the recipient rate limits (450 4.7.1), which count it if it passes.
+//
+// It notes on tx, for the transaction log, which check decided (so that
+// "policy replay" can tell the rules' refusals from the others) and what
+// rules in mode: shadow would have decided.
 func (s *session) policyRcpt(tx *transaction, rcpt policy.Address) policy.Decision {
+	d, check := s.checkRcpt(tx, rcpt)
+	tx.check = check
+	if len(d.Shadow) > 0 && len(tx.shadow) < 20 {
+		tx.shadow = append(tx.shadow, shadowNote{rcpt: rcpt.String(), s: d.Shadow})
+	}
+	return d
+}
+
+// Which check decided a recipient, as the transaction log names it.
+const (
+	checkRules     = "rules"
+	checkLimit     = "limit"
+	checkRateLimit = "rate_limit"
+	checkAccepted  = "accepted"
+)
+
+func (s *session) checkRcpt(tx *transaction, rcpt policy.Address) (policy.Decision, string) {
 	f := s.facts()
 	d := tx.pol.CheckRecipient(f, tx.from, rcpt)
 	if d.Action != policy.Accept {
-		return d
+		return d, checkRules
 	}
 	if ld := tx.pol.CheckRecipientCount(f, len(tx.rcpts)); ld.Action != policy.Accept {
-		return ld
+		ld.Shadow = d.Shadow
+		return ld, checkLimit
 	}
 	if rd := s.srv.RateCounters().Recipient(tx.pol, f, time.Now()); rd.Action != policy.Accept {
-		return rd
+		rd.Shadow = d.Shadow
+		return rd, checkRateLimit
 	}
-	return d
+	return d, checkAccepted
+}
+
+// shadowNote is what rules in mode: shadow would have decided for rcpt.
+type shadowNote struct {
+	rcpt string
+	s    []policy.Shadow
 }
 
 // policyDataLimit wraps the DATA reader of tx so that a message larger than

@@ -43,7 +43,8 @@ func fuzzServer(f *testing.F, a Authenticator) *Server {
 		f.Fatal(err)
 	}
 	srv, err := New(Config{Hostname: "mail.example.org", Policy: pol, Auth: a,
-		Backend: BackendConfig{Address: "127.0.0.1:1", TLS: TLSNone, Timeout: time.Second},
+		Backend: BackendConfig{Address: "127.0.0.1:1", TLS: TLSNone, Timeout: time.Second, DataDoneTimeout: time.Second,
+			MaxConnections: 10, SpoolAfter: time.Second},
 		Limits: Limits{MaxMessageBytes: 1 << 20, MaxRecipients: 10, MaxLineLength: 2000, MaxSessions: 10, MaxSessionsPerIP: 10,
 			CommandTimeout: time.Minute, DataTimeout: time.Minute, WriteTimeout: time.Minute, HandshakeTimeout: time.Minute,
 			AuthFailDelay: time.Nanosecond, AuthMaxFailures: 1 << 30, AuthFailWindow: time.Minute,

@@ -65,8 +65,13 @@ type BackendConfig struct {
 	// TLSConfig is used when TLS is not none; ServerName must be set.
 	TLSConfig *tls.Config
 	// Timeout bounds the connection and each command; DATA is bounded by
-	// Timeout per write and per reply.
+	// Timeout per write and per reply, except the reply to the final dot.
 	Timeout time.Duration
+	// DataDoneTimeout bounds the wait for the reply to the end-of-data dot.
+	// A backend may scan or queue the
+	// message meanwhile: giving up sooner answers 451 for a message the
+	// backend then stores, and the client's retry stores it twice.
+	DataDoneTimeout time.Duration
 	// PoolSize bounds the idle connections kept for reuse by later
 	// sessions; 0: no reuse (a new connection, greeting and EHLO for every
 	// session that sends mail; a session still keeps its own connection
@@ -78,6 +83,38 @@ type BackendConfig struct {
 	// PoolIdle is how long an idle connection is kept before it is closed
 	// with QUIT.
 	PoolIdle time.Duration
+	// MaxConnections caps the connections open to the backend at once,
+	// idle ones included.
+	MaxConnections int
+	// ReservedAuthenticated is the part of MaxConnections that only
+	// authenticated sessions may use (0: none), so anonymous sessions
+	// never take the last ones.
+	ReservedAuthenticated int
+	// SpoolAfter is how long a message may take to arrive while it holds a
+	// backend connection; a slower one is spooled (memory, then a file in
+	// SpoolDir), the connection freed, and the message sent once complete.
+	SpoolAfter time.Duration
+	// SpoolDir holds spool files ("": os.TempDir()); each is unlinked as
+	// soon as it is created.
+	SpoolDir string
+}
+
+// check refuses a backend leg left unset: zero timeouts would fail every
+// message, a zero cap would refuse them all.
+func (b BackendConfig) check() error {
+	switch {
+	case b.Timeout <= 0:
+		return errors.New("proxy: Backend.Timeout must be above zero")
+	case b.DataDoneTimeout <= 0:
+		return errors.New("proxy: Backend.DataDoneTimeout must be above zero")
+	case b.SpoolAfter <= 0:
+		return errors.New("proxy: Backend.SpoolAfter must be above zero")
+	case b.MaxConnections <= 0:
+		return errors.New("proxy: Backend.MaxConnections must be above zero")
+	case b.ReservedAuthenticated < 0 || b.ReservedAuthenticated >= b.MaxConnections:
+		return errors.New("proxy: Backend.ReservedAuthenticated must be from 0 to MaxConnections-1")
+	}
+	return nil
 }
 
 // Limits bound what one client may use. Every field must be set: their
@@ -215,8 +252,8 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Limits.check(); err != nil {
 		return nil, err
 	}
-	if cfg.Backend.Timeout <= 0 {
-		return nil, errors.New("proxy: Backend.Timeout must be above zero")
+	if err := cfg.Backend.check(); err != nil {
+		return nil, err
 	}
 	s := &Server{cfg: cfg, limits: cfg.Limits, log: log, open: map[*conn]net.Conn{}}
 	s.sessions = sessionTable{perIP: map[netip.Addr]int{}, maxTotal: s.limits.MaxSessions, maxPerIP: s.limits.MaxSessionsPerIP}

@@ -330,6 +330,11 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if tx == nil {
 		return s.reply(errors.New("RCPT without a transaction"))
 	}
+	defer func() {
+		if tx.bc != nil && !tx.broken {
+			s.holdBackend(tx)
+		}
+	}()
 	rcpt, err := policy.ParseAddress(to, tx.opts.UTF8)
 	if err != nil {
 		tx.note(to, "syntax", err.Error())
@@ -348,7 +353,18 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return errTxBroken
 	}
 	opts = s.rcptOptions(tx, opts)
-	if tx.bc == nil {
+	if tx.bc == nil && len(tx.rcpts) > 0 {
+		// The connection was freed while the client paused (holdBackend):
+		// open the transaction again with the recipients accepted so far.
+		bc, rerr := s.replay(tx)
+		if rerr != nil {
+			s.srv.log.Warn("backend transaction not reopened", zap.String("session", s.conn.id), zap.Error(rerr))
+			tx.broken = true
+			return errBackendFailed
+		}
+		tx.bc = bc
+		err = bc.c.Rcpt(rcpt.String(), opts)
+	} else if tx.bc == nil {
 		// The first accepted recipient opens the backend transaction: MAIL
 		// and this RCPT, in one write when the backend pipelines.
 		var merr error
@@ -373,8 +389,33 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return se
 	}
 	tx.rcpts = append(tx.rcpts, rcpt)
+	tx.rcptOpts = append(tx.rcptOpts, opts)
 	tx.rules = append(tx.rules, d.Rule)
 	return nil
+}
+
+// holdBackend frees the transaction's backend connection if the client
+// sends neither another RCPT nor DATA within SpoolAfter: a client pausing
+// between commands must not hold a backend slot meanwhile. The next RCPT
+// or the end of DATA opens the transaction again (replay). s.mu is held.
+func (s *session) holdBackend(tx *transaction) {
+	after := s.srv.backend.cfg.SpoolAfter
+	tx.lastUse = time.Now()
+	if tx.idleTimer != nil {
+		tx.idleTimer.Reset(after)
+		return
+	}
+	tx.idleTimer = time.AfterFunc(after, func() {
+		s.mu.Lock()
+		bc := tx.bc
+		if s.tx != tx || bc == nil || time.Since(tx.lastUse) < after {
+			s.mu.Unlock()
+			return
+		}
+		tx.bc = nil
+		s.mu.Unlock()
+		bc.quit() // the backend drops the open transaction
+	})
 }
 
 // openBackend takes a backend connection (this session's idle one, one
@@ -391,7 +432,7 @@ func (s *session) openBackend(tx *transaction, rcpt string, opts *smtp.RcptOptio
 		if bc == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.Backend.Timeout)
 			var err error
-			bc, err = s.srv.backend.get(ctx)
+			bc, err = s.srv.backend.get(ctx, s.user != "")
 			cancel()
 			if err != nil {
 				s.srv.metrics.backendErrors.WithLabelValues("connect").Inc()
@@ -399,7 +440,7 @@ func (s *session) openBackend(tx *transaction, rcpt string, opts *smtp.RcptOptio
 				return err, nil
 			}
 		}
-		err, rerr := bc.c.MailRcpt(tx.from.String(), tx.opts, rcpt, opts)
+		err, rerr := bc.c.MailRcpt(tx.from.String(), backendMailOptions(bc, tx.opts), rcpt, opts)
 		if err == nil {
 			s.srv.metrics.backendReplies.WithLabelValues("mail", "250").Inc()
 			tx.bc = bc
@@ -418,6 +459,22 @@ func (s *session) openBackend(tx *transaction, rcpt string, opts *smtp.RcptOptio
 	}
 }
 
+// backendMailOptions adapts the client's MAIL parameters to bc: a backend
+// that does not offer 8BITMIME gets an 8-bit message undeclared (RFC 6152 3
+// leaves a relay to convert or send as is; go-smtp's client refuses to
+// declare BODY=8BITMIME to such a server), as tlsguard cannot convert it.
+func backendMailOptions(bc *backendConn, opts *smtp.MailOptions) *smtp.MailOptions {
+	if opts.Body != smtp.Body8BitMIME {
+		return opts
+	}
+	if ok, _ := bc.c.Extension("8BITMIME"); ok {
+		return opts
+	}
+	o := *opts
+	o.Body = ""
+	return &o
+}
+
 // Data streams the message to the backend and answers with the backend's
 // own reply: 250 only once the backend said 250.
 func (s *session) Data(r io.Reader) error {
@@ -428,19 +485,22 @@ func (s *session) Data(r io.Reader) error {
 	// it instead (abortData).
 	s.mu.Lock()
 	tx := s.tx
-	if tx == nil || tx.bc == nil || tx.broken {
+	if tx == nil || (tx.bc == nil && len(tx.rcpts) == 0) || tx.broken {
 		s.mu.Unlock()
 		return errTxBroken
 	}
 	s.tx, s.dataTx = nil, tx
+	tx.stopIdleTimer()
 	pipe, _ := r.(*io.PipeReader)
-	bc := tx.bc
+	bc := tx.bc // nil: freed while the client paused; sent from the spool
 	s.abortData = func() {
 		tx.aborted.Store(true)
 		if pipe != nil {
 			pipe.CloseWithError(smtp.ErrDataReset)
 		}
-		bc.abort() // unblocks a write to the backend; no final dot is sent
+		if bc != nil {
+			bc.abort() // unblocks a write to the backend; no final dot is sent
+		}
 	}
 	s.mu.Unlock()
 
@@ -460,17 +520,31 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		tx.result = replyText(err)
 		s.srv.metrics.messages.WithLabelValues(s.lc.Name, messageOutcome(err)).Inc()
+		if tx.spooled {
+			s.srv.metrics.spooled.WithLabelValues(s.lc.Name, messageOutcome(err)).Inc()
+		}
 		s.finishTx(tx)
 		return s.reply(err)
 	}
 	tx.result = replyText(res)
 	tx.delivered = true
 	s.srv.metrics.messages.WithLabelValues(s.lc.Name, "delivered").Inc()
-	// The backend is in a clean state after a completed DATA: keep it for
-	// the next transaction of this session. The backend may still close it
-	// while idle (its own timeout): reused lets the next MAIL retry once.
-	s.idle, tx.bc = tx.bc, nil
-	s.idle.reused = true
+	if tx.spooled {
+		s.srv.metrics.spooled.WithLabelValues(s.lc.Name, "delivered").Inc()
+	}
+	// The backend is in a clean state after a completed DATA: it goes back
+	// to the pool, so a session idle between transactions holds no backend
+	// slot (the pool is last in, first out: this session's next MAIL most
+	// likely gets it back). Without a pool, the session keeps it. The
+	// backend may still close it while idle (its own timeout): reused lets
+	// the next MAIL retry once.
+	if s.srv.backend.cfg.PoolSize > 0 {
+		s.srv.backend.put(tx.bc)
+	} else {
+		s.idle = tx.bc
+		s.idle.reused = true
+	}
+	tx.bc = nil
 	s.finishTx(tx)
 	return res
 }
@@ -494,18 +568,40 @@ func messageOutcome(err error) string {
 // reply, so its reader and writer stay in step with the connection.
 func (s *session) forward(tx *transaction, r io.Reader) (*smtp.SMTPError, int64, error) {
 	bc := tx.bc
-	w, err := bc.c.RawData()
-	if err != nil {
-		se := backendReply(err)
-		tx.breakOff()
-		return nil, 0, se
+	var w *smtp.RawDataCommand
+	var err error
+	if bc != nil {
+		if w, err = bc.c.RawData(); err != nil {
+			se := backendReply(err)
+			tx.breakOff()
+			return nil, 0, se
+		}
 	}
 	bufs := dataBufPool.Get().(*dataBufs)
-	bufs.bw.Reset(w) // straight to the backend connection
+	sp := newSpool(s.srv.backend.cfg.SpoolDir)
+	bufs.bw.Reset(sp)
 	defer func() {
 		bufs.bw.Reset(nil)
 		dataBufPool.Put(bufs)
+		sp.Close()
 	}()
+	// A client that has not sent its whole message within SpoolAfter gives
+	// its backend connection up: dropped without the final dot (the backend
+	// discards the transaction), its slot free for others. The message is
+	// kept in the spool and sent on a new connection once complete.
+	var mu sync.Mutex
+	finished, released := false, bc == nil
+	if bc != nil {
+		timer := time.AfterFunc(s.srv.backend.cfg.SpoolAfter, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !finished {
+				released = true
+				bc.abort()
+			}
+		})
+		defer timer.Stop()
+	}
 	st := &stuffer{w: bufs.bw}
 	nw := &normalizer{w: st, reject: s.srv.cfg.BareLineEndings == BareReject}
 	_, werr := io.WriteString(st, receivedHeader(s, tx))
@@ -521,13 +617,40 @@ func (s *session) forward(tx *transaction, r io.Reader) (*smtp.SMTPError, int64,
 			err = bufs.bw.Flush()
 		}
 	}
+	mu.Lock()
+	finished = true
+	mu.Unlock()
 	if werr != nil || err != nil {
 		// Abort without the final dot: the backend discards the message.
 		tx.breakOff()
 		return nil, n, s.dataError(r, werr, err)
 	}
+	if released {
+		tx.spooled, tx.bc = true, nil
+		if bc, err = s.replay(tx); err != nil {
+			tx.broken = true
+			s.srv.log.Warn("spooled message not sent", zap.String("session", s.conn.id), zap.Error(err))
+			return nil, n, errBackendFailed
+		}
+		tx.bc = bc
+		if w, err = bc.c.RawData(); err != nil {
+			s.srv.log.Warn("spooled message not sent", zap.String("session", s.conn.id), zap.Error(err))
+			tx.breakOff()
+			return nil, n, errBackendFailed
+		}
+	}
+	if _, err := sp.WriteTo(w); err != nil {
+		s.srv.log.Warn("backend failed during DATA", zap.String("session", s.conn.id), zap.Error(err))
+		tx.breakOff()
+		return nil, n, errBackendFailed
+	}
 	sent := time.Now()
+	// RFC 5321 4.5.3.2.6: the server may take 10 minutes to answer the dot
+	// (it scans or queues the message meanwhile). The client waits as long:
+	// nothing is read from or written to it until this reply is there.
+	restore := bc.awaitFinal(s.srv.backend.cfg.DataDoneTimeout)
 	resp, err := w.Response()
+	restore()
 	s.srv.metrics.deliveryLatency.WithLabelValues(s.lc.Name).Observe(time.Since(sent).Seconds())
 	if err != nil {
 		se := backendReply(err)
@@ -545,6 +668,41 @@ func (s *session) forward(tx *transaction, r io.Reader) (*smtp.SMTPError, int64,
 		ec, text = smtp.EnhancedCode{2, 0, 0}, flatten(resp.StatusText)
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: ec, Message: text}, n, nil
+}
+
+// replay opens a new backend transaction for a spooled message: MAIL and
+// the first RCPT pipelined, then the other RCPTs, with the client's
+// parameters. The client was told 250 for each recipient already, so any
+// refusal now is a temporary failure for the whole message (the client
+// retries; nothing was stored). A pooled connection that went stale is
+// replaced once, as in openBackend.
+func (s *session) replay(tx *transaction) (*backendConn, error) {
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), s.srv.backend.cfg.Timeout)
+		bc, err := s.srv.backend.get(ctx, s.user != "")
+		cancel()
+		if err != nil {
+			s.srv.metrics.backendErrors.WithLabelValues("connect").Inc()
+			return nil, err
+		}
+		var merr, rerr error
+		if len(tx.rcpts) == 0 {
+			merr = bc.c.Mail(tx.from.String(), tx.opts)
+		} else {
+			merr, rerr = bc.c.MailRcpt(tx.from.String(), tx.opts, tx.rcpts[0].String(), tx.rcptOpts[0])
+		}
+		for i := 1; merr == nil && rerr == nil && i < len(tx.rcpts); i++ {
+			rerr = bc.c.Rcpt(tx.rcpts[i].String(), tx.rcptOpts[i])
+		}
+		if merr == nil && rerr == nil {
+			return bc, nil
+		}
+		bc.abort()
+		if merr != nil && backendReply(merr) == errBackendFailed && bc.reused && attempt == 0 {
+			continue
+		}
+		return nil, fmt.Errorf("replaying the transaction: %w", errors.Join(merr, rerr))
+	}
 }
 
 // dataError chooses the reply for a DATA transfer that could not finish.
@@ -612,6 +770,7 @@ func (s *session) endTx(why string) {
 		return
 	}
 	s.tx = nil
+	tx.stopIdleTimer()
 	if tx.bc != nil {
 		// MAIL/RCPT were mirrored but no DATA completed: drop that backend
 		// transaction entirely rather than trust an RSET on a legacy server.
@@ -641,11 +800,17 @@ type transaction struct {
 	from      policy.Address
 	opts      *smtp.MailOptions
 	rcpts     []policy.Address
-	rules     []string // the rule that accepted each recipient
+	rcptOpts  []*smtp.RcptOptions // the client's, for a replay
+	rules     []string            // the rule that accepted each recipient
 	refused   []refusal
-	dsnStrip  []string // DSN parameters not forwarded (DSNMode), for the log
+	check     string       // the check that decided the last recipient (policyRcpt)
+	shadow    []shadowNote // what shadow rules would have decided (bounded)
+	dsnStrip  []string     // DSN parameters not forwarded (DSNMode), for the log
 	bc        *backendConn
 	broken    bool        // the backend leg failed: nothing more can succeed
+	spooled   bool        // its backend connection was freed during DATA
+	idleTimer *time.Timer // frees bc while the client pauses (holdBackend)
+	lastUse   time.Time   // of bc, by this transaction
 	aborted   atomic.Bool // Reset or Logout cut a running transfer short
 	start     time.Time
 	bytes     int64
@@ -654,12 +819,23 @@ type transaction struct {
 	result    string
 }
 
-type refusal struct{ rcpt, rule, reply string }
+type refusal struct {
+	rcpt, rule, reply string
+	check             string // which check decided: policyRcpt's word, "" before it ran
+	before            int    // recipients accepted before this one
+}
 
 // note records a refused recipient for the transaction log (bounded).
 func (tx *transaction) note(rcpt, rule, reply string) {
 	if len(tx.refused) < 20 {
-		tx.refused = append(tx.refused, refusal{rcpt, rule, reply})
+		tx.refused = append(tx.refused, refusal{rcpt, rule, reply, tx.check, len(tx.rcpts)})
+	}
+	tx.check = ""
+}
+
+func (tx *transaction) stopIdleTimer() {
+	if tx.idleTimer != nil {
+		tx.idleTimer.Stop()
 	}
 }
 

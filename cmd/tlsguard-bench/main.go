@@ -33,6 +33,10 @@
 // X25519MLKEM768, which OpenSSL 3.0 does not have). P-256 is listed second
 // only so that TLS 1.2 servers with a P-256 certificate accept the hello.
 //
+// -attack spray | drip measures one good client while attackers from many
+// loopback source addresses spray passwords or hold DATA open (attack.go;
+// the driver is bench/attack.sh).
+//
 // Every loop is bounded: -n messages (at most 10,000,000), -hold sessions
 // (at most 100,000), and -max-time for the whole run; every read and write
 // has the -timeout deadline.
@@ -95,6 +99,22 @@ type options struct {
 	from       string
 	rcptDomain string
 	quiet      bool
+	src        string // the client's source address (loopback)
+
+	// -attack: see attack.go.
+	attack     string
+	attackAddr string
+	attackMode string
+	attackSrc  string
+	attackers  int
+	duration   time.Duration
+	baseline   time.Duration
+	ramp       time.Duration
+	grace      time.Duration
+	sprayUsers int
+	sprayGood  int
+	dripBytes  int
+	dripEvery  time.Duration
 }
 
 func main() {
@@ -128,6 +148,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		user, pass, _ := strings.Cut(o.auth, ":")
 		c.authLine = "AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+pass))
 	}
+	if o.src != "" {
+		srcs, _ := parseSources(o.src) // checked in parseFlags
+		c.src = srcs[0]
+	}
+	if o.attack != "" {
+		return runAttack(ctx, c, stdout)
+	}
 	if o.hold > 0 {
 		return runHold(ctx, c, stdout)
 	}
@@ -159,6 +186,20 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.from, "from", "sender@bench.localhost", "envelope sender")
 	fs.StringVar(&o.rcptDomain, "rcpt-domain", "example.test", "recipient domain")
 	fs.BoolVar(&o.quiet, "q", false, "print only the RESULT line (and HOLDING in -hold mode)")
+	fs.StringVar(&o.src, "src", "", "source `address` of the client's connections (loopback, e.g. 127.0.1.1; default: the system's choice)")
+	fs.StringVar(&o.attack, "attack", "", "measure one good client (-c sessions, default 1) under attack: spray (wrong passwords) | drip (unauthenticated DATA held open)")
+	fs.StringVar(&o.attackAddr, "attack-addr", "", "the attackers' target `host:port` (loopback only)")
+	fs.StringVar(&o.attackMode, "attack-mode", "", "the attackers' plain | starttls | implicit (default: implicit for spray, plain for drip)")
+	fs.StringVar(&o.attackSrc, "attack-src", "127.0.0.2-127.0.0.254", "the attackers' source `addresses`: FIRST-LAST and/or a comma-separated list, loopback only")
+	fs.IntVar(&o.attackers, "attackers", 100, "attacker sessions at once")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "-attack: how long the good client is measured under attack")
+	fs.DurationVar(&o.baseline, "baseline", 3*time.Second, "-attack: how long the good client is measured alone first (0: not at all)")
+	fs.DurationVar(&o.ramp, "ramp", 5*time.Second, "-attack: at most this long between starting the attackers and measuring (less once all are at work)")
+	fs.DurationVar(&o.grace, "grace", 10*time.Second, "-attack: a good attempt still running this long after the end is cut off and counted as failed")
+	fs.IntVar(&o.sprayUsers, "spray-users", 10000, "-attack spray: distinct user names guessed (spray1, spray2, ...)")
+	fs.IntVar(&o.sprayGood, "spray-good", 0, "-attack spray: every `N`th guess is for the good client's own user (-auth); 0: never")
+	fs.IntVar(&o.dripBytes, "drip-bytes", 8, "-attack drip: bytes written each -drip-every")
+	fs.DurationVar(&o.dripEvery, "drip-every", time.Second, "-attack drip: interval between writes")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: tlsguard-bench -addr 127.0.0.1:2587 -mode plain|starttls|implicit -n N -c C [flags]")
 		fmt.Fprintln(stderr, "       tlsguard-bench -addr 127.0.0.1:2587 -mode starttls -hold N -hold-for 20s [flags]")
@@ -169,6 +210,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := checkAttackFlags(o, fs); err != nil {
+		return nil, err
 	}
 	switch o.mode {
 	case "plain", "starttls", "implicit":
@@ -299,6 +343,7 @@ type client struct {
 	firstTLS atomic.Pointer[tls.ConnectionState]
 	resumed  atomic.Int64
 	tlsConns atomic.Int64
+	src      net.IP // -src, or nil
 }
 
 // session is one SMTP connection in lock step with the server.
@@ -331,8 +376,14 @@ type replyError struct {
 func (e *replyError) Error() string { return fmt.Sprintf("%d %s", e.code, e.text) }
 
 // open connects and brings a session to "ready for MAIL FROM".
-func (c *client) open(ctx context.Context) (*session, error) {
+func (c *client) open(ctx context.Context) (*session, error) { return c.openFrom(ctx, c.src) }
+
+// openFrom is open from the source address src (nil: the system's choice).
+func (c *client) openFrom(ctx context.Context, src net.IP) (*session, error) {
 	d := net.Dialer{Timeout: c.o.timeout}
+	if src != nil {
+		d.LocalAddr = &net.TCPAddr{IP: src}
+	}
 	raw, err := d.DialContext(ctx, "tcp", c.target)
 	if err != nil {
 		return nil, fail("connect", err)

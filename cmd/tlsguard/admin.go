@@ -31,6 +31,13 @@ func newRegistry(certs func() *certs.Manager) (*prometheus.Registry, *adminMetri
 	m := &adminMetrics{reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tlsguard", Name: "reloads_total",
 		Help: "Reloads by what (policy, users, certificates) and result (ok, failed)."}, []string{"what", "result"})}
 	reg.MustRegister(m.reloads, &expiryCollector{certs: certs})
+	// Every pair exists from the start at 0, so an alert on failed reloads
+	// sees a series before the first failure.
+	for _, what := range []string{"policy", "users", "certificates"} {
+		for _, result := range []string{"ok", "failed"} {
+			m.reloads.WithLabelValues(what, result)
+		}
+	}
 	return reg, m
 }
 
@@ -89,6 +96,21 @@ func (r *readiness) check(ctx context.Context) error {
 	return r.lastErr
 }
 
+// state is readiness without a new probe: the listeners and certificates
+// now, the backend as the last /readyz probe found it (ready until one
+// fails).
+func (r *readiness) state() float64 {
+	if !r.listening() || !r.certsOK() {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lastErr != nil {
+		return 0
+	}
+	return 1
+}
+
 // probeBackend connects and reads the 220 greeting, then says QUIT.
 func probeBackend(ctx context.Context, addr string, timeout time.Duration) error {
 	d := net.Dialer{Timeout: timeout}
@@ -112,6 +134,11 @@ func probeBackend(ctx context.Context, addr string, timeout time.Duration) error
 
 // serveAdmin starts the admin HTTP server; the returned func stops it.
 func serveAdmin(addr string, reg *prometheus.Registry, ready *readiness, log *zap.Logger) (func(context.Context) error, error) {
+	// tlsguard_ready follows readiness without probing: a scrape must not
+	// open connections to the legacy backend.
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tlsguard", Name: "ready",
+		Help: "1 while the listeners serve, a certificate is loaded and the last backend probe of /readyz (if any) succeeded; else 0."},
+		ready.state))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

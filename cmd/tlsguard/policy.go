@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -28,6 +29,11 @@ const policyUsage = `usage:
   tlsguard policy test FILE CASES.yaml
       run a table of envelopes with expected decisions; print a diff for each
       failing case; exit 1 if any fails
+  tlsguard policy replay --policy CANDIDATE [--current FILE] [--since DURATION]
+                         [--json] [--max-groups N] LOG...
+      re-evaluate every recipient decision of tlsguard's transaction log
+      lines (plain or gzip files, - for stdin) under CANDIDATE; print what
+      changes; exit 0 when nothing does, 1 when something does, 2 on bad input
 `
 
 func runPolicy(args []string, stdout, stderr io.Writer) int {
@@ -45,6 +51,8 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 		return policyExplain(args[1:], stdout, stderr)
 	case "test":
 		return policyTest(args[1:], stdout, stderr)
+	case "replay":
+		return policyReplay(args[1:], os.Stdin, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "tlsguard policy: unknown subcommand %q\n\n%s", args[0], policyUsage)
 	return 2
@@ -203,6 +211,9 @@ func printExplanation(w io.Writer, s policy.Session, env policy.Envelope, rcpt p
 	fmt.Fprintf(w, "decision: %s\n", d.Action)
 	fmt.Fprintf(w, "reply:    %s\n", d.Reply)
 	fmt.Fprintf(w, "rule:     %s (%s)\n", d.Rule, d.Source)
+	for _, sh := range d.Shadow {
+		fmt.Fprintf(w, "shadow:   rule %s (%s, mode: shadow) would %s: %s\n", sh.Rule, sh.Source, sh.Would, sh.Reply)
+	}
 	fmt.Fprintln(w, "how:")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, st := range x.Steps {
@@ -210,6 +221,8 @@ func printExplanation(w io.Writer, s policy.Session, env policy.Envelope, rcpt p
 		switch {
 		case st.Decided:
 			mark = "DECIDED"
+		case st.Shadow:
+			mark = "SHADOW"
 		case st.Matched || st.Stage == "limit":
 			mark = "ok"
 		case st.Stage == "mail":

@@ -235,3 +235,33 @@ func expectStep(t *testing.T, out, words string) {
 	}
 	t.Errorf("no step %q in:\n%s", want, out)
 }
+
+// explain shows a rule in mode: shadow as SHADOW with what it would have
+// decided, and the decision of the rule after it.
+func TestPolicyExplainShadow(t *testing.T) {
+	p := writeTemp(t, "shadow.yaml", `local_domains: [example.org]
+rules:
+  - name: block-spam
+    senders: ["*@spam.test"]
+    action: reject
+    mode: shadow
+  - name: local
+    local_recipient: true
+    action: accept
+`)
+	code, out, errOut := runCmd("policy", "explain", "--policy", p, "--from", "x@spam.test", "--to", "a@example.org")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"decision: accept\n",
+		"rule:     local (" + p + ":7)\n",
+		"shadow:   rule block-spam (" + p + ":3, mode: shadow) would reject: 550 5.7.1 Rejected by policy\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	expectStep(t, out, "RCPT block-spam "+p+":3 SHADOW matched: reject -> 550 5.7.1 Rejected by policy, but mode: shadow: not enforced, the rules below decide")
+	expectStep(t, out, "RCPT local "+p+":7 DECIDED matched: accept -> 250 2.1.5 OK")
+}

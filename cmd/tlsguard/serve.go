@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"reflect"
 	"syscall"
 	"time"
@@ -284,6 +285,13 @@ func (h htpasswdAuth) Authenticate(_ context.Context, user, password string) (bo
 func (a *app) backendConfig() (proxy.BackendConfig, error) {
 	b := a.cfg.Backend
 	out := a.cfg.ProxyBackend()
+	out.SpoolDir = filepath.Join(a.cfg.StateDir, "spool")
+	if err := os.MkdirAll(out.SpoolDir, 0o700); err != nil {
+		// A read-only state_dir must not stop mail: the system's temporary
+		// folder serves (spool files are unlinked at once either way).
+		a.log.Warn("backend spool folder not usable; spooling to the temporary folder", zap.Error(err))
+		out.SpoolDir = ""
+	}
 	if out.TLS == proxy.TLSNone {
 		return out, nil
 	}

@@ -86,6 +86,16 @@ type Backend struct {
 	// PoolSize is a pointer because 0 (no reuse) differs from unset.
 	PoolSize *int          `yaml:"pool_size"`
 	PoolIdle time.Duration `yaml:"pool_idle"`
+	// DataDoneTimeout bounds the wait for the reply to the final dot.
+	DataDoneTimeout time.Duration `yaml:"data_done_timeout"`
+	// MaxConnections is a pointer so that a 0 written in the file is
+	// refused rather than taken for unset.
+	MaxConnections *int `yaml:"max_connections"`
+	// ReservedAuthenticated is a pointer because 0 (none reserved)
+	// differs from unset.
+	ReservedAuthenticated *int `yaml:"reserved_authenticated"`
+	// SpoolAfter frees the backend connection of a slower message.
+	SpoolAfter time.Duration `yaml:"spool_after"`
 }
 
 // Auth is the auth section: where credentials are checked.

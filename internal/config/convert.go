@@ -62,7 +62,8 @@ func (pp *ProxyProtocol) trusted() []netip.Prefix {
 func (c *Config) ProxyBackend() proxy.BackendConfig {
 	b := c.Backend
 	return proxy.BackendConfig{Address: b.Address, TLS: proxy.TLSMode(b.TLS), Timeout: b.Timeout,
-		PoolSize: *b.PoolSize, PoolIdle: b.PoolIdle}
+		DataDoneTimeout: b.DataDoneTimeout, PoolSize: *b.PoolSize, PoolIdle: b.PoolIdle,
+		MaxConnections: *b.MaxConnections, ReservedAuthenticated: *b.ReservedAuthenticated, SpoolAfter: b.SpoolAfter}
 }
 
 // LogConfig is the log section for the logger.

@@ -3,7 +3,9 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tlsguard/tlsguard/internal/yamlx"
 )
@@ -19,6 +21,10 @@ type Key struct {
 	Default string
 	// Required keys must be in the file.
 	Required bool
+	// Derive, for a default that follows from keys filled before it in
+	// Keys, returns that default as YAML text; Default then says in words
+	// what it is, for the README.
+	Derive func(c *Config) string
 }
 
 // Keys is every key of tlsguard.yaml and its default: the one place where
@@ -54,6 +60,23 @@ var Keys = []Key{
 	// 4.5.3.2.7), so a legacy server's connection slots come back soon
 	// after a burst.
 	{Name: "backend.pool_idle", Default: "20s"},
+	// RFC 5321 4.5.3.2.6 gives a server 10 minutes to answer the final
+	// dot; giving up sooner answers 451 for a message the backend then
+	// stores, and the client's retry stores it twice.
+	{Name: "backend.data_done_timeout", Default: "`10m`, at least `timeout`", Derive: func(c *Config) string {
+		return max(10*time.Minute, c.Backend.Timeout).String()
+	}},
+	// Postfix's default process limit (100 smtpd processes): a default
+	// Postfix makes further connections wait in its listen queue anyway.
+	{Name: "backend.max_connections", Default: "100"},
+	{Name: "backend.reserved_authenticated", Default: "a fifth of `max_connections`", Derive: func(c *Config) string {
+		if c.Backend.MaxConnections == nil {
+			return "0"
+		}
+		return strconv.Itoa(*c.Backend.MaxConnections / 5)
+	}},
+	// A fast client sends a typical message well within it.
+	{Name: "backend.spool_after", Default: "2s"},
 	{Name: "backend.tls_server_name"},
 	{Name: "backend.tls_ca_file"},
 	{Name: "backend.tls_skip_verify", Default: "false"},
@@ -124,7 +147,11 @@ func fill(c *Config) error {
 		var err error
 		fields(reflect.ValueOf(c).Elem(), strings.Split(k.Name, "."), func(f reflect.Value) {
 			if err == nil && f.IsZero() {
-				err = decodeDefault(k, f)
+				d := k
+				if k.Derive != nil {
+					d.Default = k.Derive(c)
+				}
+				err = decodeDefault(d, f)
 			}
 		})
 		if err != nil {

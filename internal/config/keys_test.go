@@ -44,6 +44,8 @@ func TestREADMEConfigurationTable(t *testing.T) {
 	for _, k := range Keys {
 		want := "`" + k.Default + "`"
 		switch {
+		case k.Derive != nil:
+			want = k.Default
 		case k.Required:
 			want = "required"
 		case k.Default == "":

@@ -129,6 +129,17 @@ func (c *Config) validateBackend() yamlx.Errors {
 	if b.PoolSize != nil && *b.PoolSize < 0 {
 		add("pool_size", "must not be negative (0: no reuse of backend connections across sessions)")
 	}
+	if b.DataDoneTimeout < b.Timeout {
+		add("data_done_timeout", "must not be shorter than backend.timeout (%v): the reply to the final dot may take longer than any other (RFC 5321 4.5.3.2.6 allows 10m)", b.Timeout)
+	}
+	if m := *b.MaxConnections; m < 1 {
+		add("max_connections", "must be at least 1")
+	} else if r := *b.ReservedAuthenticated; r < 0 || r >= m {
+		add("reserved_authenticated", "must be from 0 to max_connections-1 (%d): unauthenticated sessions need at least one connection", m-1)
+	}
+	if b.SpoolAfter < 0 {
+		add("spool_after", "must not be negative")
+	}
 	switch {
 	case b.PoolIdle < 0:
 		add("pool_idle", "must not be negative")

@@ -380,7 +380,24 @@ func (c *Client) Auth(a sasl.Client) error {
 	} else if resp != nil {
 		resp64 = []byte{'='}
 	}
-	code, msg64, err := c.cmd(0, "%s", strings.TrimSpace(fmt.Sprintf("AUTH %s %s", mech, resp64)))
+	var code int
+	var msg64 string
+	// 504 = 512 - len("AUTH") - 2*len(" ") - len("\r\n")
+	if len(resp64) == 0 || len(mech)+len(resp64) > 504 {
+		// An initial response that does not fit in the 512-octet command line (RFC 5321
+		// section 4.5.3.1.4) is sent as the reply to the first challenge instead
+		// (RFC 4954 section 4).
+		code, msg64, err = c.cmd(0, "AUTH %s", mech)
+		if err == nil && code == 334 && len(resp64) > 0 {
+			if msg64 != "" {
+				c.cmd(501, "*")
+				return errors.New("smtp: server sent a challenge instead of asking for the initial response")
+			}
+			code, msg64, err = c.cmd(0, "%s", resp64)
+		}
+	} else {
+		code, msg64, err = c.cmd(0, "AUTH %s %s", mech, resp64)
+	}
 	for err == nil {
 		var msg []byte
 		switch code {
@@ -457,8 +474,29 @@ func (c *Client) mailLine(from string, opts *MailOptions) (string, error) {
 	sb.WriteString("MAIL FROM:<")
 	sb.WriteString(from)
 	sb.WriteString(">")
-	if _, ok := c.ext["8BITMIME"]; ok {
-		sb.WriteString(" BODY=8BITMIME")
+	if opts != nil && opts.Body != "" {
+		// RFC 6152 2: BODY= is a parameter of the 8BITMIME extension, and
+		// RFC 3030 3 adds BINARYMIME. What the caller declared is sent,
+		// never more: 7BIT is the default, so an undeclared body goes
+		// without the parameter.
+		_, has8bit := c.ext["8BITMIME"]
+		switch opts.Body {
+		case Body7Bit, Body8BitMIME:
+			if has8bit {
+				sb.WriteString(" BODY=")
+				sb.WriteString(string(opts.Body))
+			} else if opts.Body == Body8BitMIME {
+				return "", errors.New("smtp: server does not support 8BITMIME")
+			}
+		case BodyBinaryMIME:
+			if _, ok := c.ext["BINARYMIME"]; ok && has8bit {
+				sb.WriteString(" BODY=BINARYMIME")
+			} else {
+				return "", errors.New("smtp: server does not support BINARYMIME")
+			}
+		default:
+			return "", errors.New("smtp: unknown BODY parameter value")
+		}
 	}
 	if _, ok := c.ext["SIZE"]; ok && opts != nil && opts.Size != 0 {
 		fmt.Fprintf(&sb, " SIZE=%v", opts.Size)
@@ -498,6 +536,29 @@ func (c *Client) mailLine(from string, opts *MailOptions) (string, error) {
 			fmt.Fprintf(&sb, " AUTH=%s", encodeXtext(*opts.Auth))
 		}
 		// We can safely discard parameter if server does not support AUTH.
+	}
+	if _, ok := c.ext["DELIVERBY"]; ok && opts != nil && opts.DeliverBy != nil {
+		by := int(opts.DeliverBy.Time.Seconds())
+		// Specified in rfc2852
+		// by-time      = ["-" / "+"]1*9digit ; a negative or zero value is not
+		//				      ; allowed with a by-mode of "R"
+		if opts.DeliverBy.Mode == DeliverByReturn && (by < 1 || by > 999999999) {
+			return "", errors.New("smtp: DELIVERBY mode must be between 1 and 999999999 with return mode")
+		}
+		if opts.DeliverBy.Mode == DeliverByNotify && (by < -999999999 || by > 999999999) {
+			return "", errors.New("smtp: DELIVERBY mode must be between -999999999 and 999999999 with notify mode")
+		}
+		arg := fmt.Sprintf(" BY=%d;%s", by, opts.DeliverBy.Mode)
+		if opts.DeliverBy.Trace {
+			arg += "T"
+		}
+		sb.WriteString(arg)
+	}
+	if _, ok := c.ext["MT-PRIORITY"]; ok && opts != nil && opts.MTPriority != nil {
+		if *opts.MTPriority < -9 || *opts.MTPriority > 9 {
+			return "", errors.New("smtp: MT-PRIORITY must be between -9 and 9")
+		}
+		sb.WriteString(fmt.Sprintf(" MT-PRIORITY=%d", *opts.MTPriority))
 	}
 	return sb.String(), nil
 }
@@ -569,22 +630,6 @@ func (c *Client) rcptLine(to string, opts *RcptOptions) (string, error) {
 	}
 	if _, ok := c.ext["RRVS"]; ok && opts != nil && !opts.RequireRecipientValidSince.IsZero() {
 		sb.WriteString(fmt.Sprintf(" RRVS=%s", opts.RequireRecipientValidSince.Format(time.RFC3339)))
-	}
-	if _, ok := c.ext["DELIVERBY"]; ok && opts != nil && opts.DeliverBy != nil {
-		if opts.DeliverBy.Mode == DeliverByReturn && opts.DeliverBy.Time < 1 {
-			return "", errors.New("smtp: DELIVERBY mode must be greater than zero with return mode")
-		}
-		arg := fmt.Sprintf(" BY=%d;%s", int(opts.DeliverBy.Time.Seconds()), opts.DeliverBy.Mode)
-		if opts.DeliverBy.Trace {
-			arg += "T"
-		}
-		sb.WriteString(arg)
-	}
-	if _, ok := c.ext["MT-PRIORITY"]; ok && opts != nil && opts.MTPriority != nil {
-		if *opts.MTPriority < -9 || *opts.MTPriority > 9 {
-			return "", errors.New("smtp: MT-PRIORITY must be between -9 and 9")
-		}
-		sb.WriteString(fmt.Sprintf(" MT-PRIORITY=%d", *opts.MTPriority))
 	}
 	return sb.String(), nil
 }
@@ -857,9 +902,13 @@ func (cmd *RawDataCommand) Response() (*DataResponse, error) {
 func (c *Client) SendMail(from string, to []string, r io.Reader) error {
 	var err error
 
-	var opts *MailOptions
-	if !isASCII(from) || !allASCII(to) {
-		opts = &MailOptions{UTF8: true}
+	if err = c.hello(); err != nil {
+		return err
+	}
+	// r may hold 8-bit data: declare it where the server allows.
+	opts := &MailOptions{UTF8: !isASCII(from) || !allASCII(to)}
+	if _, ok := c.ext["8BITMIME"]; ok {
+		opts.Body = Body8BitMIME
 	}
 	if err = c.Mail(from, opts); err != nil {
 		return err

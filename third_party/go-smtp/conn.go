@@ -58,10 +58,10 @@ func newConn(c net.Conn, s *Server) *Conn {
 	return sc
 }
 
-// Buffer sizes of a connection (tlsguard patch 4, PATCHES.md): command lines
-// are at most 512 bytes and longer ones still work (textproto.ReadLine
-// joins the pieces), and a server writes a reply and waits, so small
-// buffers cost nothing but save memory for each idle connection.
+// Buffer sizes of a connection: command lines are at most 512 bytes (RFC
+// 5321 4.5.3.1.4) and longer ones still work (textproto.ReadLine joins the
+// pieces), and a server writes a reply and then waits, so small buffers
+// cost little but save memory for each idle connection.
 const (
 	connReadBufSize  = 1024
 	connWriteBufSize = 512
@@ -81,9 +81,9 @@ func (c *Conn) init() {
 		LineLimit: c.server.MaxLineLength,
 	}
 	if c.text != nil {
-		// After STARTTLS: keep the buffers (tlsguard patch 4). Reset drops
-		// whatever a client pipelined in plaintext behind STARTTLS, as
-		// the new buffers did.
+		// After STARTTLS: keep the buffers. Reset discards whatever a
+		// client pipelined in plaintext behind STARTTLS (RFC 3207 4.2),
+		// as new buffers would.
 		c.text.R.Reset(c.textIO)
 		c.text.W.Reset(c.textIO)
 		return
@@ -164,7 +164,7 @@ func (c *Conn) handle(cmd string, arg string) {
 	case "AUTH":
 		c.handleAuth(arg)
 	case "STARTTLS":
-		c.handleStartTLS()
+		c.handleStartTLS(arg)
 	default:
 		msg := fmt.Sprintf("Syntax errors, %v command unrecognized", cmd)
 		c.protocolError(500, EnhancedCode{5, 5, 2}, msg)
@@ -454,6 +454,38 @@ func (c *Conn) handleMail(arg string) {
 				}
 			}
 			opts.Auth = &value
+		case "BY":
+			if !c.server.EnableDELIVERBY {
+				c.writeResponse(504, EnhancedCode{5, 5, 4}, "DELIVERBY is not implemented")
+				return
+			}
+			deliverBy := parseDeliverByArgument(value)
+			if deliverBy == nil {
+				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Malformed BY parameter value")
+				return
+			}
+			if c.server.MinimumDeliverByTime != 0 &&
+				deliverBy.Mode == DeliverByReturn &&
+				deliverBy.Time < c.server.MinimumDeliverByTime {
+				c.writeResponse(501, EnhancedCode{5, 5, 4}, "BY parameter is below server minimum")
+				return
+			}
+			opts.DeliverBy = deliverBy
+		case "MT-PRIORITY":
+			if !c.server.EnableMTPRIORITY {
+				c.writeResponse(504, EnhancedCode{5, 5, 4}, "MT-PRIORITY is not implemented")
+				return
+			}
+			mtPriority, err := strconv.Atoi(value)
+			if err != nil {
+				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Malformed MT-PRIORITY parameter value")
+				return
+			}
+			if mtPriority < -9 || mtPriority > 9 {
+				c.writeResponse(501, EnhancedCode{5, 5, 4}, "MT-PRIORITY is outside valid range")
+				return
+			}
+			opts.MTPriority = &mtPriority
 		default:
 			c.writeResponse(500, EnhancedCode{5, 5, 4}, "Unknown MAIL FROM argument")
 			return
@@ -707,7 +739,7 @@ func (c *Conn) handleRcpt(arg string) {
 	}
 
 	p := parser{s: strings.TrimSpace(arg)}
-	recipient, err := p.parsePath()
+	recipient, err := p.parseForwardPath()
 	if err != nil {
 		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting RCPT arg syntax of TO:<address>")
 		return
@@ -766,38 +798,6 @@ func (c *Conn) handleRcpt(arg string) {
 				return
 			}
 			opts.RequireRecipientValidSince = rrvsTime
-		case "BY":
-			if !c.server.EnableDELIVERBY {
-				c.writeResponse(504, EnhancedCode{5, 5, 4}, "DELIVERBY is not implemented")
-				return
-			}
-			deliverBy := parseDeliverByArgument(value)
-			if deliverBy == nil {
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Malformed BY parameter value")
-				return
-			}
-			if c.server.MinimumDeliverByTime != 0 &&
-				deliverBy.Mode == DeliverByReturn &&
-				deliverBy.Time < c.server.MinimumDeliverByTime {
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "BY parameter is below server minimum")
-				return
-			}
-			opts.DeliverBy = deliverBy
-		case "MT-PRIORITY":
-			if !c.server.EnableMTPRIORITY {
-				c.writeResponse(504, EnhancedCode{5, 5, 4}, "MT-PRIORITY is not implemented")
-				return
-			}
-			mtPriority, err := strconv.Atoi(value)
-			if err != nil {
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Malformed MT-PRIORITY parameter value")
-				return
-			}
-			if mtPriority < -9 || mtPriority > 9 {
-				c.writeResponse(501, EnhancedCode{5, 5, 4}, "MT-PRIORITY is outside valid range")
-				return
-			}
-			opts.MTPriority = &mtPriority
 		default:
 			c.writeResponse(500, EnhancedCode{5, 5, 4}, "Unknown RCPT TO argument")
 			return
@@ -939,7 +939,12 @@ func (c *Conn) auth(mech string) (sasl.Server, error) {
 	return nil, ErrAuthUnknownMechanism
 }
 
-func (c *Conn) handleStartTLS() {
+func (c *Conn) handleStartTLS(arg string) {
+	// RFC 3207 4: the command is "STARTTLS", with no parameters.
+	if arg != "" {
+		c.writeResponse(501, EnhancedCode{5, 5, 4}, "STARTTLS takes no parameters")
+		return
+	}
 	if _, isTLS := c.TLSConnectionState(); isTLS {
 		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Already running in TLS")
 		return
@@ -963,7 +968,13 @@ func (c *Conn) handleStartTLS() {
 	hsErr := make(chan error, 1)
 	go func() { hsErr <- tlsConn.Handshake() }()
 	if err := <-hsErr; err != nil {
-		c.writeResponse(550, EnhancedCode{5, 0, 0}, "Handshake error")
+		// The two ends no longer agree on what the next bytes are: the
+		// failed handshake consumed an unknown part of the client's
+		// input, and a plaintext reply could be read as a TLS record, or
+		// plaintext commands sent in place of a ClientHello be run.
+		// Close, as RFC 3207 4.1 has the client do after a failed
+		// negotiation, instead of going on in plaintext.
+		c.Close()
 		return
 	}
 
@@ -1015,8 +1026,12 @@ func (c *Conn) handleData(arg string) {
 
 	r := newDataReader(c)
 	code, enhancedCode, msg := dataErrorToStatus(c.Session().Data(r))
-	r.limited = false
-	io.Copy(ioutil.Discard, r) // Make sure all the data has been consumed
+	// Make sure all the data has been consumed, unless there is too much.
+	if err := r.discard(); err == ErrDataTooLarge {
+		c.writeResponse(ErrDataTooLarge.Code, ErrDataTooLarge.EnhancedCode, ErrDataTooLarge.Message)
+		c.Close()
+		return
+	}
 	c.writeResponse(code, enhancedCode, msg)
 }
 
@@ -1047,8 +1062,20 @@ func (c *Conn) handleBdat(arg string) {
 		return
 	}
 
+	// A chunk is not made of lines, also when it is read only to be
+	// dropped.
+	c.lineLimitReader.LineLimit = 0
+	defer func() {
+		c.lineLimitReader.LineLimit = c.server.MaxLineLength
+	}()
+
 	if !c.fromReceived || len(c.recipients) == 0 {
 		c.writeResponse(502, EnhancedCode{5, 5, 1}, "Missing RCPT TO command.")
+		if c.server.MaxMessageBytes != 0 && int64(size) > c.server.MaxMessageBytes+dataDiscardMargin {
+			// Too much to read only to throw it away.
+			c.Close()
+			return
+		}
 		// The chunk follows the command even when the command is rejected.
 		io.Copy(ioutil.Discard, io.LimitReader(c.text.R, int64(size)))
 		return
@@ -1056,6 +1083,12 @@ func (c *Conn) handleBdat(arg string) {
 
 	if c.server.MaxMessageBytes != 0 && c.bytesReceived+int64(size) > c.server.MaxMessageBytes {
 		c.writeResponse(552, EnhancedCode{5, 3, 4}, "Max message size exceeded")
+		if c.bytesReceived+int64(size) > c.server.MaxMessageBytes+dataDiscardMargin {
+			// The chunk follows the command, but reading it only to throw
+			// it away has no bound but the 4 GB of a chunk size: close.
+			c.Close()
+			return
+		}
 
 		// Discard chunk itself without passing it to backend.
 		io.Copy(ioutil.Discard, io.LimitReader(c.text.R, int64(size)))
@@ -1103,11 +1136,6 @@ func (c *Conn) handleBdat(arg string) {
 			r.CloseWithError(err)
 		}()
 	}
-
-	c.lineLimitReader.LineLimit = 0
-	defer func() {
-		c.lineLimitReader.LineLimit = c.server.MaxLineLength
-	}()
 
 	chunk := io.LimitReader(c.text.R, int64(size))
 	_, err = io.Copy(c.bdatPipe, chunk)
@@ -1247,12 +1275,14 @@ func (c *Conn) handleDataLMTP() {
 	if !ok {
 		// Fallback to using a single status for all recipients.
 		err := c.Session().Data(r)
-		r.limited = false
-		io.Copy(ioutil.Discard, r) // Make sure all the data has been consumed
+		ok := r.discard() != ErrDataTooLarge // else close after the replies
+		if !ok {
+			err = ErrDataTooLarge
+		}
 		for _, rcpt := range c.recipients {
 			status.SetStatus(rcpt, err)
 		}
-		done <- true
+		done <- ok
 	} else {
 		go func() {
 			defer func() {
@@ -1269,10 +1299,13 @@ func (c *Conn) handleDataLMTP() {
 				}
 			}()
 
-			status.fillRemaining(lmtpSession.LMTPData(r, status))
-			r.limited = false
-			io.Copy(ioutil.Discard, r) // Make sure all the data has been consumed
-			done <- true
+			err := lmtpSession.LMTPData(r, status)
+			ok := r.discard() != ErrDataTooLarge // else close after the replies
+			if !ok {
+				err = ErrDataTooLarge
+			}
+			status.fillRemaining(err)
+			done <- ok
 		}()
 	}
 
@@ -1281,8 +1314,8 @@ func (c *Conn) handleDataLMTP() {
 		c.writeResponse(code, enchCode, "<"+rcpt+"> "+msg)
 	}
 
-	// If done gets false, the panic occurred in LMTPData and the connection
-	// should be closed.
+	// If done gets false, the panic occurred in LMTPData or the message was
+	// too large to be read to its end, and the connection should be closed.
 	if !<-done {
 		c.Close()
 	}

@@ -48,6 +48,13 @@ var ErrDataTooLarge = &SMTPError{
 	Message:      "Maximum message size exceeded",
 }
 
+// dataDiscardMargin is how far past Server.MaxMessageBytes a message is
+// still read after it has been refused: a client slightly over the limit
+// gets its 552 in step and may go on, while one far over it cannot make
+// the server read (and throw away) an unbounded amount of data. Past the
+// margin the server answers 552 and closes the connection.
+const dataDiscardMargin = 64 << 10
+
 type dataReader struct {
 	r     *bufio.Reader
 	state int
@@ -69,16 +76,16 @@ func newDataReader(c *Conn) *dataReader {
 	return dr
 }
 
-// Run data through a simple state machine to elide leading dots and detect
-// End-of-Data (<CR><LF>.<CR><LF>) line. A line starts only after CRLF.
-const (
-	stateBeginLine = iota // beginning of line; initial state; must be zero
-	stateDot              // read . at beginning of line
-	stateDotCR            // read .\r at beginning of line
-	stateCR               // read \r (possibly at end of line)
-	stateData             // reading data in middle of line
-	stateEOF              // reached .\r\n end marker line
-)
+// discard reads the rest of the message and drops it, up to
+// dataDiscardMargin bytes past the size limit. It returns nil at the end of
+// the data, ErrDataTooLarge past the margin, or the read error.
+func (r *dataReader) discard() error {
+	if r.limited {
+		r.n += dataDiscardMargin
+	}
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
 
 func (r *dataReader) Read(b []byte) (n int, err error) {
 	if r.limited {
@@ -90,12 +97,23 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 		}
 	}
 
-	// Derived from net/textproto's DotReader, without rewriting CRLF to LF.
-	// In the middle of a line only a CR can change the state: bytes up to
-	// the next CR are copied as a whole from the buffer (tlsguard patch 1,
-	// PATCHES.md). Everything else goes byte by byte.
+	// Code below is taken from net/textproto with only one modification to
+	// not rewrite CRLF -> LF.
+
+	// Run data through a simple state machine to
+	// elide leading dots and detect End-of-Data (<CR><LF>.<CR><LF>) line.
+	const (
+		stateBeginLine = iota // beginning of line; initial state; must be zero
+		stateDot              // read . at beginning of line
+		stateDotCR            // read .\r at beginning of line
+		stateCR               // read \r (possibly at end of line)
+		stateData             // reading data in middle of line
+		stateEOF              // reached .\r\n end marker line
+	)
 	for n < len(b) && r.state != stateEOF {
 		if r.state == stateData {
+			// In the middle of a line only a CR can change the state:
+			// copy the bytes up to the next CR from the buffer at once.
 			if r.r.Buffered() == 0 {
 				if _, err = r.r.Peek(1); err != nil {
 					if err == io.EOF {
@@ -152,7 +170,7 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 			}
 			// ".\r" then not "\n": the dot was a stuffed one, the CR is
 			// data. Emit the CR now and read c again as the byte after a
-			// CR (tlsguard patch 2: upstream drops this CR).
+			// CR.
 			r.r.UnreadByte()
 			r.state = stateCR
 			c = '\r'
@@ -162,8 +180,8 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 				break
 			}
 			if c == '\r' {
-				// CR CR: the second may start a CRLF (tlsguard patch 2:
-				// upstream goes to stateData, so "\r\r\n." is no line start).
+				// CR CR: the second may start a CRLF, and the line after
+				// that CRLF starts a line (RFC 5321 4.1.1.4).
 				break
 			}
 			r.state = stateData

@@ -9,8 +9,7 @@ import (
 	"testing/iotest"
 )
 
-// refData is dataReader's contract byte by byte (tlsguard, PATCHES.md): a
-// line starts only after CRLF; a "." starting a line is removed; a line that
+// refData is dataReader's contract byte by byte: a line starts only after CRLF; a "." starting a line is removed; a line that
 // is "." then CRLF ends the data. It returns the message, what follows the
 // end (nil if no end was found) and whether the end was found.
 func refData(in []byte) (msg, rest []byte, end bool) {

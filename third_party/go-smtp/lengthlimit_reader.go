@@ -33,8 +33,8 @@ func (r *lineLimitReader) Read(b []byte) (int, error) {
 		return n, nil
 	}
 
-	// A line's length counts its bytes and the LF before it (tlsguard
-	// patch 3: by lines, not byte by byte; same result).
+	// A line's length counts its bytes and the LF before it. The LFs are
+	// found with bytes.IndexByte rather than by a loop over every byte.
 	for p := b[:n]; len(p) > 0; {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
