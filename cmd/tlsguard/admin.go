@@ -21,6 +21,9 @@ import (
 // adminMetrics are the process-level metrics that live outside the proxy.
 type adminMetrics struct {
 	reloads *prometheus.CounterVec
+	// clusterDegraded is set by the fleet's Redis client; it stays 0
+	// without cluster:, so an alert on it needs no second form.
+	clusterDegraded prometheus.Gauge
 }
 
 // newRegistry builds the registry with Go and process collectors, the
@@ -30,7 +33,9 @@ func newRegistry(certs func() *certs.Manager) (*prometheus.Registry, *adminMetri
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &adminMetrics{reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tlsguard", Name: "reloads_total",
 		Help: "Reloads by what (policy, users, certificates) and result (ok, failed)."}, []string{"what", "result"})}
-	reg.MustRegister(m.reloads, &expiryCollector{certs: certs})
+	m.clusterDegraded = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tlsguard", Name: "cluster_degraded",
+		Help: "1 while Redis is unreachable and this instance of a fleet keeps its state alone; 0 while it shares, or without cluster."})
+	reg.MustRegister(m.reloads, m.clusterDegraded, &expiryCollector{certs: certs})
 	// Every pair exists from the start at 0, so an alert on failed reloads
 	// sees a series before the first failure.
 	for _, what := range []string{"policy", "users", "certificates"} {

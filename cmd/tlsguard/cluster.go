@@ -21,7 +21,7 @@ func (a *app) openCluster() (*cluster.Client, *cluster.Sealer, error) {
 	}
 	r := cl.Redis
 	o := cluster.Options{Address: r.Address, Username: r.Username, KeyPrefix: r.KeyPrefix, Timeout: r.Timeout,
-		Logger: a.log.Named("cluster")}
+		Logger: a.log.Named("cluster"), Degraded: a.metrics.clusterDegraded}
 	if s := r.Sentinel; s != nil {
 		o.SentinelMaster, o.SentinelAddresses = s.Master, s.Addresses
 	}

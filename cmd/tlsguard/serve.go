@@ -98,6 +98,8 @@ func serve(cfg *config.Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	reg, am := newRegistry(func() *certs.Manager { return a.certs })
+	a.metrics = am
 	fleet, seal, err := a.openCluster()
 	if err != nil {
 		return err
@@ -127,8 +129,6 @@ func serve(cfg *config.Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	reg, am := newRegistry(func() *certs.Manager { return a.certs })
-	a.metrics = am
 	a.srv, err = proxy.New(proxy.Config{
 		Metrics:         proxy.NewMetrics(reg),
 		Hostname:        cfg.Hostname,
@@ -146,7 +146,6 @@ func serve(cfg *config.Config, log *zap.Logger) error {
 		return err
 	}
 	if fleet != nil {
-		reg.MustRegister(fleet.Metrics())
 		if cfg.Cluster.Shares(config.ShareAuthThrottle) {
 			a.srv.ShareAuth(fleet.AuthShare())
 		}

@@ -17,7 +17,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,8 +46,9 @@ type Options struct {
 	Timeout time.Duration
 	// Logger receives the changes of mode; nil discards.
 	Logger *zap.Logger
-	// Registerer, if not nil, gets the tlsguard_cluster_degraded gauge.
-	Registerer prometheus.Registerer
+	// Degraded, if not nil, is set to 1 in degraded mode and 0 otherwise
+	// (tlsguard_cluster_degraded).
+	Degraded prometheus.Gauge
 }
 
 // errAway is returned without asking Redis while the instance is degraded.
@@ -114,15 +114,12 @@ func New(o Options) (*Client, error) {
 		prefix:  o.KeyPrefix,
 		timeout: o.Timeout,
 		log:     log,
-		gauge: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tlsguard", Name: "cluster_degraded",
-			Help: "1 while Redis is unreachable and this instance keeps its state alone; 0 while it shares."}),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		gauge:   o.Degraded,
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
-	if o.Registerer != nil {
-		if err := o.Registerer.Register(c.gauge); err != nil {
-			return nil, fmt.Errorf("cluster: %w", err)
-		}
+	if c.gauge == nil {
+		c.gauge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "cluster_degraded"})
 	}
 	if err := c.ping(); err != nil {
 		c.setDown(err)
@@ -140,9 +137,6 @@ func (c *Client) String() string {
 	}
 	return "sentinel"
 }
-
-// Metrics is the tlsguard_cluster_degraded gauge, for the admin registry.
-func (c *Client) Metrics() prometheus.Collector { return c.gauge }
 
 // Close stops the probe and closes the connections.
 func (c *Client) Close() error {
