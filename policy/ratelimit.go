@@ -160,10 +160,15 @@ func (c *Counters) take(p *Policy, s Session, now time.Time, kind int) Decision 
 	}
 	if c.store != nil {
 		if d, answered := c.takeShared(apply, keys, kind); answered {
-			if d.Action == Accept {
-				return ok
+			if d.Action != Accept {
+				return d
 			}
-			return d
+			// Counted here too, so that this instance's own counts hold
+			// should the store go away.
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.count(apply, keys, kind, now)
+			return ok
 		}
 	}
 	c.mu.Lock()
@@ -184,6 +189,12 @@ func (c *Counters) take(p *Policy, s Session, now time.Time, kind int) Decision 
 			return Decision{Action: TempFail, Reply: rateReply(r, kind, limit, keys[i], wait), Rule: r.name, Source: r.source}
 		}
 	}
+	c.count(apply, keys, kind, now)
+	return ok
+}
+
+// count counts one against each limit in apply; c.mu is held.
+func (c *Counters) count(apply []*rateLimit, keys []rateKey, kind int, now time.Time) {
 	for i, r := range apply {
 		ct := c.get(keys[i], now)
 		ct.roll(now, r.window)
@@ -191,7 +202,6 @@ func (c *Counters) take(p *Policy, s Session, now time.Time, kind int) Decision 
 			ct.cur[kind]++
 		}
 	}
-	return ok
 }
 
 // takeShared asks the store; answered is false when it could not.

@@ -239,6 +239,9 @@ func TestStorage(t *testing.T) {
 	if ok, _ := b.TryLock(ctx, "issue_cert_a.example"); ok {
 		t.Fatal("lock taken twice")
 	}
+	if err := a.RenewLockLease(ctx, "issue_cert_a.example", time.Hour); err != nil || mr.TTL("t:certlock:issue_cert_a.example") != time.Hour {
+		t.Fatalf("lease not renewed: %v %v", err, mr.TTL("t:certlock:issue_cert_a.example"))
+	}
 	a.Unlock(ctx, "issue_cert_a.example")
 	if ok, _ := b.TryLock(ctx, "issue_cert_a.example"); !ok {
 		t.Fatal("lock not free after Unlock")

@@ -47,8 +47,9 @@ type heldLock struct {
 }
 
 var (
-	_ certmagic.Storage   = (*Storage)(nil)
-	_ certmagic.TryLocker = (*Storage)(nil)
+	_ certmagic.Storage          = (*Storage)(nil)
+	_ certmagic.TryLocker        = (*Storage)(nil)
+	_ certmagic.LockLeaseRenewer = (*Storage)(nil)
 )
 
 // Storage returns certmagic's storage on Redis, sealed by seal, mirrored to
@@ -265,4 +266,16 @@ func (s *Storage) Unlock(ctx context.Context, name string) error {
 	}
 	close(h.stop)
 	return s.c.call(func(ctx context.Context) error { return h.lock.Release(ctx) })
+}
+
+// RenewLockLease extends a held lock to lease from now, for an operation
+// that outlasts lockTTL.
+func (s *Storage) RenewLockLease(ctx context.Context, name string, lease time.Duration) error {
+	s.mu.Lock()
+	h := s.held[name]
+	s.mu.Unlock()
+	if h == nil {
+		return errors.New("cluster: lock " + name + " not held")
+	}
+	return s.c.call(func(ctx context.Context) error { return h.lock.Refresh(ctx, lease, nil) })
 }
