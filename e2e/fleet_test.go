@@ -113,6 +113,7 @@ type fleetOptions struct {
 	tls    func() string // the tls: section's body; default: the test PKI's certificate
 	share  string        // cluster.share; default: all
 	redis  string        // how cluster.redis finds Redis (YAML lines); default: its address
+	alone  bool          // the instances are expected not to reach Redis
 }
 
 // startFleet starts n instances against redis. Their "submissions"
@@ -175,7 +176,7 @@ cluster:
     username: %s
     password_file: %q
     key_prefix: %q
-    timeout: 100ms
+    timeout: 500ms
   key_file: %q
 %s
 %s`, filepath.Join(dir, "state"), m.Submissions, m.Direct, tlsYAML, pf.Addr, users, pol, m.Admin,
@@ -194,6 +195,13 @@ cluster:
 	for _, m := range f.members {
 		if err := waitListening(m.Direct, m.exited, guardStartTimeout); err != nil {
 			t.Fatalf("tlsguard: %v\n%s", err, m.Log())
+		}
+	}
+	// An instance that found Redis slow at start shares within a second
+	// (the probe): tests of sharing start once every instance does.
+	if !o.alone {
+		for _, m := range f.members {
+			waitDegraded(t, m, 0)
 		}
 	}
 	return f
@@ -641,7 +649,7 @@ func TestConfigKeyClusterRedisTLS(t *testing.T) {
 		t.Error("a ticket from A did not resume on B through a TLS Redis")
 	}
 	// Without the CA, the instance cannot verify Redis and acts alone.
-	g := startFleet(t, 1, pf, redis, fleetOptions{redis: fmt.Sprintf("    address: %q\n    tls: true", redis.Addr)})
+	g := startFleet(t, 1, pf, redis, fleetOptions{redis: fmt.Sprintf("    address: %q\n    tls: true", redis.Addr), alone: true})
 	waitDegraded(t, g.members[0], 1)
 	expectLogLine(t, g.members[0].TLSGuard, "Redis unreachable: acting alone (local throttles and rate counters, cached certificates, last ticket keys; no certificate issuance) until it answers again", "certificate")
 }
