@@ -80,15 +80,15 @@ func (b *budget) run(s *redis.Script, k string) (int64, error) {
 // shared and the local answer holds.
 func (b *budget) Reserve(k string) proxy.Verdict {
 	lv := b.local.Reserve(k)
+	if lv == proxy.Spent {
+		return proxy.Spent // the failures seen here alone suffice
+	}
 	v, err := b.run(budgetReserve, k)
 	if err != nil {
 		return lv
 	}
 	sv := proxy.Verdict(v)
-	switch {
-	case lv == proxy.Spent:
-		return proxy.Spent
-	case sv != proxy.Granted && lv == proxy.Granted:
+	if sv != proxy.Granted && lv == proxy.Granted {
 		b.local.Refund(k)
 	}
 	return sv
