@@ -540,6 +540,9 @@ func TestFleetOneACMEOrder(t *testing.T) {
 	if orders != 1 {
 		t.Errorf("%d orders completed by 3 instances with one Redis, want 1", orders)
 	}
+	if n := strings.Count(p.Output(), "Issued certificate serial"); n != 1 {
+		t.Errorf("Pebble issued %d certificates to the fleet, want 1", n)
+	}
 	if len(serials) != 1 {
 		t.Errorf("the instances serve %d different certificates, want 1: %v", len(serials), serials)
 	}
@@ -698,5 +701,58 @@ func TestConfigKeyClusterSentinel(t *testing.T) {
 	codes := []int{fleetGuess(t, a, f.pki, "127.0.0.9"), fleetGuess(t, b, f.pki, "127.0.0.9")}
 	if fmt.Sprint(codes) != "[535 421]" {
 		t.Errorf("guesses at A then B through Sentinel's master: %v, want [535 421]", codes)
+	}
+}
+
+// A renewal is one order for the fleet too, and every instance serves the
+// renewed certificate: with certificates living ten seconds, the instances
+// come to serve one new certificate together.
+func TestFleetACMERenewalSeenByAll(t *testing.T) {
+	t.Parallel()
+	p := certsStartPebble(t, pebbletest.Options{ShortValidity: 10 * time.Second})
+	pf := startPostfix(t)
+	redis := startRedis(t)
+	f := startFleet(t, 3, pf, redis, fleetOptions{tls: func() string {
+		return certsACMEYAML(t, p, fmt.Sprintf("    profile: %s\n    renew_check_interval: 1s\n", pebbletest.ShortProfile))
+	}})
+	served := func() []string {
+		var out []string
+		for i, m := range f.members {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: ioTimeout}, "tcp", m.Direct, certsInsecureTLS())
+			if err != nil {
+				t.Fatalf("instance %d: %v", i, err)
+			}
+			out = append(out, c.ConnectionState().PeerCertificates[0].SerialNumber.String())
+			c.Close()
+		}
+		return out
+	}
+	first := served()
+	if first[0] != first[1] || first[1] != first[2] {
+		t.Fatalf("the instances start with different certificates: %v", first)
+	}
+	seen := map[string]bool{first[0]: true}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		now := served()
+		for _, s := range now {
+			seen[s] = true
+		}
+		if now[0] != first[0] && now[0] == now[1] && now[1] == now[2] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("within 30s the instances did not come to serve one renewed certificate: first %s, now %v", first[0], now)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	orders := 0
+	for _, m := range f.members {
+		orders += certsOrdersCompleted(m.Log())
+	}
+	issued := strings.Count(p.Output(), "Issued certificate serial")
+	t.Logf("%d orders over the fleet, %d certificates issued by Pebble, %d served", orders, issued, len(seen))
+	if orders > len(seen)+1 || issued > len(seen)+1 {
+		t.Errorf("%d orders, %d issued, for %d certificates served: instances renewed on their own", orders, issued, len(seen))
 	}
 }
