@@ -554,3 +554,7 @@ type zapErrorLog struct{ l *zap.Logger }
 
 func (z zapErrorLog) Printf(format string, v ...any) { z.l.Debug(fmt.Sprintf(format, v...)) }
 func (z zapErrorLog) Println(v ...any)               { z.l.Debug(fmt.Sprintln(v...)) }
+
+// ShareAuth replaces the AUTH throttle's state by a fleet's shared one
+// (before Start): see auth.Throttle.Share.
+func (s *Server) ShareAuth(sh auth.AuthShare) { s.throttle.Share(sh) }
