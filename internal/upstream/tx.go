@@ -80,6 +80,9 @@ type Tx struct {
 	opts     *smtp.MailOptions
 	rcpts    []string // accepted by the backend, for a replay
 	rcptOpts []*smtp.RcptOptions
+	// Room for the usual single recipient without an allocation.
+	rcptBuf [1]string
+	optBuf  [1]*smtp.RcptOptions
 
 	mu        sync.Mutex
 	bc        *conn       // nil: not opened yet, or given up (replay)
@@ -94,7 +97,9 @@ type Tx struct {
 // Begin starts a transaction from the sender with the client's MAIL
 // parameters, held by class.
 func (l *Leg) Begin(from string, opts *smtp.MailOptions, class Class) *Tx {
-	return &Tx{leg: l, class: class, from: from, opts: opts}
+	tx := &Tx{leg: l, class: class, from: from, opts: opts}
+	tx.rcpts, tx.rcptOpts = tx.rcptBuf[:0], tx.optBuf[:0]
+	return tx
 }
 
 // Broken reports whether the transaction failed: no Rcpt or Data can
