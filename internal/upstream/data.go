@@ -165,11 +165,13 @@ func (s *stuffer) end() error {
 	return err
 }
 
-// dataBufs are the buffers of one DATA transfer, pooled: a message costs no
-// allocation for them.
+// dataBufs are the buffers and writers of one DATA transfer, pooled: a
+// message costs no allocation for them.
 type dataBufs struct {
 	bw   *bufio.Writer // to the backend
 	copy []byte        // from the client
+	st   stuffer
+	nw   normalizer
 }
 
 const dataBufSize = 16 << 10 // one TLS record; with the spool, 96 KB per DATA in progress

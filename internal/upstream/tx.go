@@ -364,6 +364,7 @@ func (tx *Tx) Data(ctx context.Context, header string, r io.Reader) (Result, err
 	bufs.bw.Reset(sp)
 	defer func() {
 		bufs.bw.Reset(nil)
+		bufs.st, bufs.nw = stuffer{}, normalizer{}
 		dataBufPool.Put(bufs)
 		sp.Close()
 	}()
@@ -384,8 +385,9 @@ func (tx *Tx) Data(ctx context.Context, header string, r io.Reader) (Result, err
 		})
 		defer timer.Stop()
 	}
-	st := &stuffer{w: bufs.bw}
-	nw := &normalizer{w: st, reject: c.cfg.RejectBareLineEndings}
+	bufs.st = stuffer{w: bufs.bw}
+	bufs.nw = normalizer{w: &bufs.st, reject: c.cfg.RejectBareLineEndings}
+	st, nw := &bufs.st, &bufs.nw
 	_, err = io.WriteString(st, header)
 	if err == nil {
 		res.Bytes, err = io.CopyBuffer(nw, r, bufs.copy)
