@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
+
+	"github.com/tlsguard/tlsguard/internal/smtpwire"
 )
 
 // conn is one SMTP connection to the backend.
@@ -87,45 +88,30 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 // startTLS reads the greeting, says EHLO, checks that STARTTLS is offered,
 // sends it and does the handshake (RFC 3207). It returns the TLS connection
 // and the greeting line for go-smtp's client, which expects one first.
+// raw bounds every read and write itself (deadlineConn).
 func (c *Client) startTLS(ctx context.Context, raw net.Conn) (*tls.Conn, []byte, error) {
-	tp := textproto.NewConn(raw)
-	_, greeting, err := tp.ReadResponse(220)
+	w := smtpwire.New(raw, 0)
+	greeting, err := w.Expect(220)
 	if err != nil {
 		return nil, nil, fmt.Errorf("greeting: %w", err)
 	}
-	if err := tp.PrintfLine("EHLO %s", c.cfg.Hostname); err != nil {
+	if err := w.WriteLine("EHLO " + c.cfg.Hostname); err != nil {
 		return nil, nil, err
 	}
-	_, ehlo, err := tp.ReadResponse(250)
+	ehlo, err := w.Expect(250)
 	if err != nil {
 		return nil, nil, fmt.Errorf("EHLO: %w", err)
 	}
-	offered := false
-	for _, l := range strings.Split(ehlo, "\n")[1:] {
-		offered = offered || strings.EqualFold(strings.TrimSpace(l), "STARTTLS")
-	}
-	if !offered {
+	if _, ok := smtpwire.Extensions(ehlo)["STARTTLS"]; !ok {
 		return nil, nil, errors.New("not offered")
 	}
-	if err := tp.PrintfLine("STARTTLS"); err != nil {
-		return nil, nil, err
-	}
-	if _, _, err := tp.ReadResponse(220); err != nil {
-		return nil, nil, err
-	}
-	if tp.R.Buffered() > 0 {
-		// Plaintext sent after the 220 would be read as if it came
-		// through TLS (STARTTLS command injection, CVE-2011-0411).
-		return nil, nil, errors.New("plaintext after the 220 reply")
-	}
-	tc := tls.Client(raw, c.cfg.TLSConfig)
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
-		return nil, nil, fmt.Errorf("TLS handshake: %w", err)
+	tc, err := w.StartTLS(hctx, c.cfg.TLSConfig)
+	if err != nil {
+		return nil, nil, err
 	}
-	first, _, _ := strings.Cut(greeting, "\n")
-	return tc, []byte("220 " + first + "\r\n"), nil
+	return tc, []byte("220 " + greeting.Lines[0] + "\r\n"), nil
 }
 
 // greetedConn replays the backend's greeting, read before STARTTLS, to
