@@ -43,6 +43,13 @@ type Reply struct {
 // Text is the reply's lines joined with "\n", as net/textproto gives them.
 func (r Reply) Text() string { return strings.Join(r.Lines, "\n") }
 
+// HandshakeError is a TLS handshake that failed after the server agreed to
+// STARTTLS: the server's TLS, not its SMTP, is at fault.
+type HandshakeError struct{ Err error }
+
+func (e *HandshakeError) Error() string { return "TLS handshake: " + e.Err.Error() }
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
 // ReplyError is a reply other than the one expected.
 type ReplyError struct{ Reply }
 
@@ -199,7 +206,7 @@ func Extensions(ehlo Reply) map[string]string {
 // 4). A server that sent anything behind the 220 is refused before the
 // handshake: those bytes would be read as if they came through TLS
 // (STARTTLS command injection, CVE-2011-0411). A reply other than 220 is a
-// *ReplyError.
+// *ReplyError, a failed handshake a *HandshakeError.
 func (c *Conn) StartTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error) {
 	if err := c.WriteLine("STARTTLS"); err != nil {
 		return nil, err
@@ -212,7 +219,7 @@ func (c *Conn) StartTLS(ctx context.Context, cfg *tls.Config) (*tls.Conn, error)
 	}
 	tc, err := c.Upgrade(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("TLS handshake: %w", err)
+		return nil, &HandshakeError{err}
 	}
 	return tc, nil
 }
