@@ -78,6 +78,9 @@ func (c *Conn) NetConn() net.Conn { return c.nc }
 // Close closes the connection without a goodbye.
 func (c *Conn) Close() error { return c.nc.Close() }
 
+// SetTimeout changes the deadline every read and write gets from now on.
+func (c *Conn) SetTimeout(d time.Duration) { c.timeout = d }
+
 // Arm sets the deadline of the next read or write.
 func (c *Conn) Arm() {
 	if c.timeout > 0 {
