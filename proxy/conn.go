@@ -247,10 +247,11 @@ const closeFlushTimeout = 5 * time.Second
 
 // Close releases the connection's session slots (c.end.released), sends
 // what is held, closes the connection once and has the session logged
-// (c.end.closed). The slots go back before the last reply leaves: a client that reads its 221 and connects
-// again at once must find its slot free, or a client that keeps exactly
-// max_sessions_per_ip sessions would now and then be refused. That last
-// write, no longer counted against any limit, gets a bound of its own.
+// (c.end.closed). The slots go back before the last reply leaves: a client
+// that reads its 221 and connects again at once must find its slot free,
+// or a client that keeps exactly max_sessions_per_ip sessions would now and
+// then be refused. That last write, no longer counted against any limit,
+// gets a bound of its own.
 func (c *conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {

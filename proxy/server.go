@@ -523,10 +523,13 @@ func (s *Server) track(handed net.Conn, r *sessionRecord) {
 }
 
 // served marks r as served by go-smtp through outer: shutdown says goodbye
-// on it. After STARTTLS outer is the TLS conn, so the 421 goes inside TLS.
+// on it. After STARTTLS outer is the TLS conn, so the 421 goes inside TLS;
+// the conn handed over never replaces the TLS conn above it.
 func (s *Server) served(r *sessionRecord, outer net.Conn) {
 	s.mu.Lock()
-	r.outer = outer
+	if r.outer == nil || outer != r.handed {
+		r.outer = outer
+	}
 	s.mu.Unlock()
 }
 
