@@ -226,7 +226,7 @@ type Server struct {
 
 	serving   atomic.Bool
 	mu        sync.Mutex
-	open      map[*conn]net.Conn // the outer (TLS or plain) conn of each session
+	open      map[net.Conn]*sessionRecord // by the conn handed to go-smtp
 	servers   []*smtp.Server
 	listeners []*listener
 	retired   []*listener // closed by UpdateListeners; waited for at Shutdown
@@ -258,7 +258,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Backend.check(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, limits: cfg.Limits, log: log, open: map[*conn]net.Conn{}}
+	s := &Server{cfg: cfg, limits: cfg.Limits, log: log, open: map[net.Conn]*sessionRecord{}}
 	s.sessions = sessionTable{perListener: map[string]int{}, perIP: map[netip.Addr]int{}, maxTotal: s.limits.MaxSessions, maxPerIP: s.limits.MaxSessionsPerIP}
 	s.metrics = cfg.Metrics
 	if s.metrics == nil {
@@ -451,6 +451,11 @@ func (s *Server) smtpServer(lc ListenerConfig) *smtp.Server {
 	srv.AllowInsecureAuth = false // AUTH only after TLS: never change this
 	if lc.TLS == TLSStartTLS {
 		srv.TLSConfig = s.cfg.TLS
+		srv.OnStartTLS = func(c *smtp.Conn) {
+			if r := s.record(c.Conn()); r != nil {
+				r.startingTLS()
+			}
+		}
 	}
 	caps := s.backend.Capabilities()
 	srv.EnableSMTPUTF8 = caps.SMTPUTF8
@@ -510,24 +515,43 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// track remembers the outer conn of a session handed to go-smtp.
-func (s *Server) track(outer net.Conn) {
-	inner, ok := outer.(*conn)
-	if tc, isTLS := outer.(*tls.Conn); isTLS {
-		inner, ok = tc.NetConn().(*conn)
-	}
-	if !ok {
-		return
-	}
+// track makes r findable by the conn handed to go-smtp (record).
+func (s *Server) track(handed net.Conn, r *sessionRecord) {
 	s.mu.Lock()
-	s.open[inner] = outer
+	r.handed = handed
+	s.open[handed] = r
 	s.mu.Unlock()
 }
 
-func (s *Server) untrack(c *conn) {
+// served marks r as served by go-smtp through outer: shutdown says goodbye
+// on it. After STARTTLS outer is the TLS conn, so the 421 goes inside TLS;
+// the conn handed over never replaces the TLS conn above it.
+func (s *Server) served(r *sessionRecord, outer net.Conn) {
 	s.mu.Lock()
-	delete(s.open, c)
+	if r.outer == nil || outer != r.handed {
+		r.outer = outer
+	}
 	s.mu.Unlock()
+}
+
+func (s *Server) untrack(r *sessionRecord) {
+	s.mu.Lock()
+	if r.handed != nil {
+		delete(s.open, r.handed)
+	}
+	s.mu.Unlock()
+}
+
+// record finds the record of a connection go-smtp serves: the conn handed
+// to it, or after STARTTLS the TLS conn over that one.
+func (s *Server) record(nc net.Conn) *sessionRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.open[nc]
+	if tc, ok := nc.(*tls.Conn); r == nil && ok {
+		r = s.open[tc.NetConn()]
+	}
+	return r
 }
 
 // sayGoodbye tells every open session 421 4.3.2 and closes it. A session in
@@ -536,8 +560,10 @@ func (s *Server) untrack(c *conn) {
 func (s *Server) sayGoodbye() {
 	s.mu.Lock()
 	outers := make([]net.Conn, 0, len(s.open))
-	for _, o := range s.open {
-		outers = append(outers, o)
+	for _, r := range s.open {
+		if r.outer != nil {
+			outers = append(outers, r.outer)
+		}
 	}
 	s.mu.Unlock()
 	for _, o := range outers {

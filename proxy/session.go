@@ -45,30 +45,28 @@ type smtpBackend struct {
 // NewSession runs at the first EHLO/HELO, and again at the first EHLO after
 // STARTTLS (go-smtp then forgets all earlier state, as RFC 3207 4.2 asks).
 func (b *smtpBackend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	s := &session{srv: b.srv, lc: b.lc, c: c, helo: c.Hostname()}
-	switch nc := c.Conn().(type) {
-	case *tls.Conn:
-		s.conn = nc.NetConn().(*conn)
+	rec := b.srv.record(c.Conn())
+	if rec == nil {
+		return nil, errors.New("proxy: connection not tracked")
+	}
+	s := &session{srv: b.srv, lc: b.lc, c: c, helo: c.Hostname(), conn: rec}
+	if nc, ok := c.Conn().(*tls.Conn); ok {
 		st := nc.ConnectionState()
 		s.tls = &st
-		s.conn.setIdle(b.srv.limits.CommandTimeout)
-		if s.conn.upgraded() {
+		rec.c.setIdle(b.srv.limits.CommandTimeout)
+		if rec.upgradedNow() {
 			// First session after STARTTLS: count the handshake, and let
 			// shutdown write its 421 inside TLS.
 			b.srv.metrics.handshakes.WithLabelValues(b.lc.Name, "starttls", tlsVersionWord(st.Version), "ok").Inc()
-			b.srv.track(nc)
+			b.srv.served(rec, nc)
 		}
-		s.conn.summary(func(sum *sessionSummary) {
+		rec.summary(func(sum *sessionSummary) {
 			sum.tlsVersion = tlsVersionWord(st.Version)
 			sum.cipher = cipherName(st.CipherSuite)
 			sum.sni = st.ServerName
 		})
-	case *conn:
-		s.conn = nc
-	default:
-		return nil, errors.New("proxy: unexpected connection type")
 	}
-	s.conn.summary(func(sum *sessionSummary) { sum.helo = s.helo })
+	rec.summary(func(sum *sessionSummary) { sum.helo = s.helo })
 	return s, nil
 }
 
@@ -77,7 +75,7 @@ type session struct {
 	srv  *Server
 	lc   ListenerConfig
 	c    *smtp.Conn
-	conn *conn
+	conn *sessionRecord       // the client connection, across STARTTLS
 	tls  *tls.ConnectionState // nil before TLS
 	helo string
 
