@@ -99,7 +99,7 @@ func newUnitSession(t *testing.T, leg *fakeLeg) *session {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &session{srv: srv, lc: ListenerConfig{Name: "mx"}, conn: &conn{id: "unit1", ip: netip.MustParseAddr("192.0.2.7")},
+	return &session{srv: srv, lc: ListenerConfig{Name: "mx"}, conn: &sessionRecord{id: "unit1", ip: netip.MustParseAddr("192.0.2.7"), c: &conn{}},
 		helo: "client.test", leg: leg}
 }
 
