@@ -134,7 +134,8 @@ type Admin struct {
 	Address string `yaml:"address"`
 }
 
-// Load reads a config file, decodes it, fills the defaults from Keys,
+// Load reads a config file, decodes it with ${NAME} and ${NAME:-default}
+// taken from the environment (yamlx.DecodeEnv), fills the defaults from Keys,
 // validates it and makes its relative paths absolute against the file's
 // folder. The error lists every problem as file:line: key: message.
 func Load(path string) (*Config, error) {
@@ -147,7 +148,7 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	var c Config
-	if err := yamlx.Decode(path, data, &c); err != nil {
+	if err := yamlx.DecodeEnv(path, data, &c, os.LookupEnv); err != nil {
 		return nil, err
 	}
 	c.file = abs

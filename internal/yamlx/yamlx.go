@@ -93,6 +93,12 @@ type Unmarshaler interface {
 // Decode decodes the single YAML document in data into v, a pointer to a
 // struct. file names the source in errors. The error, if any, is an Errors.
 func Decode(file string, data []byte, v any) error {
+	return decode(file, data, v, nil)
+}
+
+// decode is Decode, expanding environment variables first when lookup is
+// not nil.
+func decode(file string, data []byte, v any, lookup Lookup) error {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return fmt.Errorf("yamlx: Decode needs a non-nil pointer, got %T", v)
@@ -119,6 +125,12 @@ func Decode(file string, data []byte, v any) error {
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
+	}
+	if lookup != nil {
+		d.expand(root, "", lookup)
+		if len(d.errs) > 0 {
+			return d.errs
+		}
 	}
 	d.decode(root, rv.Elem(), "")
 	if len(d.errs) == 0 {
