@@ -44,7 +44,7 @@ policy: %q
 	c.ehlo("client.test")
 	c.cmd("MAIL FROM:<x@client.test>").expect(t, 250)
 	c.cmd("RCPT TO:<someone@elsewhere.test>").expectPrefix(t, "550 5.7.1 ")
-	c.cmd("RCPT TO:<" + bob + ">").expect(t, 250)
+	c.cmd("RCPT TO:<"+bob+">").expect(t, 250)
 	c.cmd("DATA").expect(t, 354)
 	c.send("Subject: from the environment\r\n\r\nhello\r\n.\r\n")
 	c.read().expect(t, 250)

@@ -41,7 +41,7 @@ func runServe(args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	cfg, err := config.Load(*configPath)
+	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "tlsguard: invalid config:\n%v\n", err)
 		return 2
@@ -61,6 +61,19 @@ func runServe(args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// loadConfig loads the config file and checks that the files it names can
+// be read, reporting both as file:line: key: message.
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if errs := cfg.CheckFiles(); len(errs) > 0 {
+		return nil, errs
+	}
+	return cfg, nil
 }
 
 // app is what a running tlsguard holds and reloads.
@@ -183,7 +196,7 @@ func serve(cfg *config.Config, log *zap.Logger) error {
 // put in force.
 func (a *app) reload() (policyLoaded bool) {
 	a.log.Info("reload requested (SIGHUP)")
-	cfg, err := config.Load(a.cfg.File())
+	cfg, err := loadConfig(a.cfg.File())
 	if err != nil {
 		// A bad file changes nothing: not even the parts that are fine.
 		a.reloaded("config", err)

@@ -123,6 +123,7 @@ type Limits struct {
 
 // Log is the log section.
 type Log struct {
+	Pos    yamlx.Pos
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
 }
@@ -178,6 +179,7 @@ func (c *Config) placeSections(path string) {
 	c.Auth.Pos = c.section(c.Auth.Pos, "auth")
 	c.Auth.placeSources()
 	c.Limits.Pos = c.section(c.Limits.Pos, "limits")
+	c.Log.Pos = c.section(c.Log.Pos, "log")
 }
 
 // section returns p, or for a section absent from the file, a position at
