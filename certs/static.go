@@ -168,3 +168,10 @@ func (s *certSet) covers(name string) bool {
 	}
 	return false
 }
+
+// CheckPair loads one pair as serving would, without serving it: for
+// `tlsguard check`. The error names the file at fault.
+func CheckPair(p Pair) error {
+	_, err := loadPair(p, time.Now())
+	return err
+}
