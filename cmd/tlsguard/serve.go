@@ -46,7 +46,7 @@ func runServe(args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tlsguard: invalid config:\n%v\n", err)
 		return 2
 	}
-	log, err := logging.New(cfg.LogConfig())
+	log, level, err := logging.NewLevel(cfg.LogConfig())
 	if err != nil {
 		fmt.Fprintf(stderr, "tlsguard: %v\n", err)
 		return 2
@@ -55,11 +55,14 @@ func runServe(args []string, _, stderr io.Writer) int {
 	// Named, so that every line has the "logger" key the README documents
 	// (components get "tlsguard.certs", "tlsguard.backend", ...).
 	log = log.Named("tlsguard")
-	if err := serve(cfg, log); err != nil {
+	if err := serve(cfg, log, level); err != nil {
 		log.Error("tlsguard stopped", zap.Error(err))
 		fmt.Fprintf(stderr, "tlsguard: %v\n", err)
 		return 1
 	}
+	// The last line of a clean exit, so that a log shows the process ended
+	// rather than died.
+	log.Info("tlsguard stopped")
 	return 0
 }
 
@@ -80,6 +83,7 @@ func loadConfig(path string) (*config.Config, error) {
 type app struct {
 	cfg     *config.Config
 	log     *zap.Logger
+	level   zap.AtomicLevel // the logger's, set from log.level on reload
 	certs   *certs.Manager
 	srv     *proxy.Server
 	metrics *adminMetrics
@@ -88,26 +92,27 @@ type app struct {
 	authMetrics *auth.Metrics // built once: reloads rebuild the sources, not their metrics
 }
 
-// reloaded counts a reload of what and logs a refusal.
-func (a *app) reloaded(what string, err error) {
+// reloaded counts a reload of what and logs it, or its refusal; fields
+// name what was read (the file).
+func (a *app) reloaded(what string, err error, fields ...zap.Field) {
 	result := "ok"
 	if err != nil {
 		result = "failed"
-		a.log.Error(what+" reload refused; the old one stays in force", zap.Error(err))
+		a.log.Error(what+" reload refused; the old one stays in force", append(fields, zap.Error(err))...)
 	} else {
-		a.log.Info(what + " reloaded")
+		a.log.Info(what+" reloaded", fields...)
 	}
 	a.metrics.reloads.WithLabelValues(what, result).Inc()
 }
 
-func serve(cfg *config.Config, log *zap.Logger) error {
+func serve(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	a := &app{cfg: cfg, log: log}
+	a := &app{cfg: cfg, log: log, level: level}
 	pol, err := a.loadPolicy()
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
@@ -182,7 +187,9 @@ func serve(cfg *config.Config, log *zap.Logger) error {
 		case <-hup:
 			watcher.follow(a.cfg.Policy, a.listenerNames(), a.reload())
 		case <-ctx.Done():
-			log.Info("shutting down", zap.Duration("grace", a.cfg.ShutdownGrace))
+			// The grace as text ("30s"): the encoder writes durations as
+			// bare milliseconds, which read as seconds.
+			log.Info("shutting down", zap.String("grace", a.cfg.ShutdownGrace.String()))
 			sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
 			defer cancel()
 			return a.srv.Shutdown(sctx)
@@ -199,23 +206,40 @@ func (a *app) reload() (policyLoaded bool) {
 	cfg, err := loadConfig(a.cfg.File())
 	if err != nil {
 		// A bad file changes nothing: not even the parts that are fine.
-		a.reloaded("config", err)
+		a.reloaded("config", err, zap.String("config", a.cfg.File()))
 		return false
 	}
 	if later := cfg.KeepRestartOnly(a.cfg); len(later) > 0 {
 		a.log.Warn("config sections changed that apply only at restart; they keep their running values until then", zap.Strings("sections", later))
 	}
+	var kept []string
 	if !reflect.DeepEqual(a.cfg.ProxyListeners(), cfg.ProxyListeners()) {
-		a.reloaded("listeners", a.srv.UpdateListeners(cfg.ProxyListeners()))
+		err := a.srv.UpdateListeners(cfg.ProxyListeners())
+		a.reloaded("listeners", err)
+		if err != nil {
+			// The listeners serving stay those of the running config.
+			cfg.Listeners = a.cfg.Listeners
+			kept = append(kept, "listeners")
+		}
+	}
+	if cfg.Log.Level != a.cfg.Log.Level {
+		logging.SetLevel(a.level, cfg.LogConfig())
+		a.log.Info("log level changed", zap.String("from", a.cfg.Log.Level), zap.String("to", cfg.Log.Level))
 	}
 	a.cfg = cfg
-	a.reloaded("config", nil)
+	if len(kept) > 0 {
+		// Not "config reloaded" after a refusal: say what did not apply.
+		a.log.Warn("config reloaded in part; the running values stay for what was refused", zap.String("config", cfg.File()), zap.Strings("kept", kept))
+		a.metrics.reloads.WithLabelValues("config", "ok").Inc()
+	} else {
+		a.reloaded("config", nil, zap.String("config", cfg.File()))
+	}
 	pol, err := a.loadPolicy()
 	if err == nil {
 		a.srv.SetPolicy(pol)
 		policyLoaded = true
 	}
-	a.reloaded("policy", err)
+	a.reloaded("policy", err, zap.String("policy", a.cfg.Policy))
 	auth, err := a.authenticator()
 	if err == nil {
 		old := a.srv.SetAuthenticator(auth)
