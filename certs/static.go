@@ -85,9 +85,9 @@ func normName(n string) string {
 func (s *certSet) expiry() map[string]time.Time {
 	out := map[string]time.Time{}
 	for _, c := range s.certs {
-		names := append([]string(nil), c.Leaf.DNSNames...)
-		for _, ip := range c.Leaf.IPAddresses {
-			names = append(names, ip.String())
+		names := c.Leaf.DNSNames
+		if len(names) == 0 {
+			names = []string{IPOnly}
 		}
 		for _, n := range names {
 			n = normName(n)
