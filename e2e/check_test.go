@@ -55,6 +55,10 @@ func TestCheckCommand(t *testing.T) {
 			if code != tc.wantCode || !strings.Contains(out, tc.want) {
 				t.Errorf("exit %d, want %d and %q in:\n%s", code, tc.wantCode, tc.want, out)
 			}
+			// check creates nothing: no state folder, no spool.
+			if _, err := os.Stat(filepath.Join(dir, "state")); err == nil {
+				t.Errorf("check created %s", filepath.Join(dir, "state"))
+			}
 		})
 	}
 }

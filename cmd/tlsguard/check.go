@@ -55,7 +55,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	enc := zap.NewDevelopmentEncoderConfig()
 	enc.TimeKey = ""
 	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(stderr), zap.WarnLevel))
-	a := &app{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	a := &app{cfg: cfg, log: log, registry: prometheus.NewRegistry(), checkOnly: true}
 
 	var problems []string
 	fail := func(err error) { problems = append(problems, err.Error()) }

@@ -90,6 +90,8 @@ type app struct {
 
 	registry    prometheus.Registerer
 	authMetrics *auth.Metrics // built once: reloads rebuild the sources, not their metrics
+	// checkOnly is `tlsguard check`: load everything, create nothing.
+	checkOnly bool
 }
 
 // reloaded counts a reload of what and logs it, or its refusal; fields
@@ -296,7 +298,9 @@ func (a *app) backendConfig() (proxy.BackendConfig, error) {
 	b := a.cfg.Backend
 	out := a.cfg.ProxyBackend()
 	out.SpoolDir = filepath.Join(a.cfg.StateDir, "spool")
-	if err := os.MkdirAll(out.SpoolDir, 0o700); err != nil {
+	if a.checkOnly {
+		out.SpoolDir = ""
+	} else if err := os.MkdirAll(out.SpoolDir, 0o700); err != nil {
 		// A read-only state_dir must not stop mail: the system's temporary
 		// folder serves (spool files are unlinked at once either way).
 		a.log.Warn("backend spool folder not usable; spooling to the temporary folder", zap.Error(err))
