@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tlsguard/tlsguard/internal/auth"
+	"github.com/tlsguard/tlsguard/internal/upstream"
 	"github.com/tlsguard/tlsguard/policy"
 )
 
@@ -217,7 +218,7 @@ type Server struct {
 	log      *zap.Logger
 	policy   atomic.Pointer[policy.Policy]
 	auth     atomic.Pointer[authHolder]
-	backend  *backend
+	backend  *upstream.Client
 	sessions sessionTable
 	throttle *auth.Throttle
 	metrics  *Metrics
@@ -268,7 +269,7 @@ func New(cfg Config) (*Server, error) {
 		FailWindow: s.limits.AuthFailWindow, Remember: s.limits.AuthRemember, MaxConcurrent: s.limits.AuthMaxConcurrent})
 	s.policy.Store(cfg.Policy)
 	s.auth.Store(&authHolder{cfg.Auth})
-	s.backend = newBackend(cfg.Backend, cfg.Hostname, log.Named("backend"), s.metrics)
+	s.backend = newUpstream(cfg.Backend, cfg.Hostname, cfg.BareLineEndings, log.Named("backend"), s.metrics)
 	return s, nil
 }
 
@@ -284,7 +285,7 @@ func (s *Server) SetAuthenticator(a auth.Source) auth.Source {
 // Start learns the backend's extensions, binds every listener (all or none)
 // and serves them in the background.
 func (s *Server) Start(ctx context.Context) error {
-	if err := s.backend.learn(ctx); err != nil {
+	if err := s.backend.Learn(ctx); err != nil {
 		// Not fatal: the backend may come up later. Advertise only what every
 		// backend can take and say so.
 		s.log.Warn("backend not reachable at start; advertising the minimal extension set", zap.String("backend", s.cfg.Backend.Address), zap.Error(err))
@@ -452,21 +453,21 @@ func (s *Server) smtpServer(lc ListenerConfig) *smtp.Server {
 	if lc.TLS == TLSStartTLS {
 		srv.TLSConfig = s.cfg.TLS
 	}
-	caps := s.backend.capabilities()
-	srv.EnableSMTPUTF8 = caps.smtputf8
+	caps := s.backend.Capabilities()
+	srv.EnableSMTPUTF8 = caps.SMTPUTF8
 	// dsn: none does not advertise DSN, so go-smtp refuses its parameters
 	// (a client sends them only to a server that offers DSN) instead of
 	// accepting requests that would then be dropped.
-	srv.EnableDSN = caps.dsn && s.cfg.DSN != DSNNone
+	srv.EnableDSN = caps.DSN && s.cfg.DSN != DSNNone
 	// REQUIRETLS promises TLS on the next hop: only with a TLS backend leg
 	// that itself offers it.
-	srv.EnableREQUIRETLS = s.cfg.Backend.TLS != TLSNone && caps.requiretls
+	srv.EnableREQUIRETLS = s.cfg.Backend.TLS != TLSNone && caps.RequireTLS
 	return srv
 }
 
 // advertisedSize is our limit, or the backend's if that is smaller.
 func (s *Server) advertisedSize() int64 {
-	if b := s.backend.capabilities().size; b > 0 && b < s.limits.MaxMessageBytes {
+	if b := s.backend.Capabilities().Size; b > 0 && b < s.limits.MaxMessageBytes {
 		return b
 	}
 	return s.limits.MaxMessageBytes
@@ -506,7 +507,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, l := range append(s.listeners, s.retired...) {
 		l.wg.Wait()
 	}
-	s.backend.drain()
+	s.backend.Drain()
 	return nil
 }
 
@@ -555,3 +556,7 @@ type zapErrorLog struct{ l *zap.Logger }
 
 func (z zapErrorLog) Printf(format string, v ...any) { z.l.Debug(fmt.Sprintf(format, v...)) }
 func (z zapErrorLog) Println(v ...any)               { z.l.Debug(fmt.Sprintln(v...)) }
+
+// ShareAuth replaces the AUTH throttle's state by a fleet's shared one
+// (before Start): see auth.Throttle.Share.
+func (s *Server) ShareAuth(sh auth.AuthShare) { s.throttle.Share(sh) }

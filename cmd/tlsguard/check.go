@@ -29,17 +29,14 @@ func init() {
 // the certificates, the backend's TLS settings) and, with --backend, greets
 // the backend. It exits 0, or 1 with every problem found, as file:line:
 // key: message where a key is at fault. It listens nowhere, asks no ACME CA
-// and writes no certificate.
+// and creates no file; with a cluster section it does not connect to Redis.
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "tlsguard.yaml", "the config file")
 	backend := fs.Bool("backend", false, "also connect to the backend and exchange EHLO (and STARTTLS or TLS as configured)")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+		return helpExit(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "check: unexpected argument %q\n", fs.Arg(0))

@@ -12,7 +12,7 @@ import (
 
 // CheckFiles reports every file the config names that cannot be read, at
 // the line and key that name it: the policy, the users and credential files,
-// the certificates and CA files. Load does not read them (a config is
+// the certificates, CA files and the cluster's secrets. Load does not read them (a config is
 // checked on its own in tests and fuzzing); serve, reload and check call
 // this right after Load, so that a missing file reads like any other error
 // in the config. A Dovecot socket is not checked: Dovecot being down is a
@@ -46,6 +46,11 @@ func (c *Config) CheckFiles() yamlx.Errors {
 		}
 	}
 	check(c.Backend.Pos, "tls_ca_file", c.Backend.TLSCAFile)
+	if c.Cluster.On() {
+		check(c.Cluster.Pos, "key_file", c.Cluster.KeyFile)
+		check(c.Cluster.Redis.Pos, "password_file", c.Cluster.Redis.PasswordFile)
+		check(c.Cluster.Redis.Pos, "ca_file", c.Cluster.Redis.CAFile)
+	}
 	if c.NeedsTLS() {
 		t := &c.TLS
 		for i := range t.Certificates {
