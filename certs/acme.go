@@ -80,7 +80,15 @@ func newACMESource(ctx context.Context, a *ACME, opts Options, log *zap.Logger) 
 
 	var eab *acme.EAB
 	if a.EAB != nil {
-		eab = &acme.EAB{KeyID: a.EAB.KeyID, MACKey: a.EAB.MACKey}
+		mac := a.EAB.MACKey
+		if a.EAB.MACKeyFile != "" {
+			b, err := os.ReadFile(a.EAB.MACKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", a.EAB.MACKeyFile, err)
+			}
+			mac = strings.TrimSpace(string(b))
+		}
+		eab = &acme.EAB{KeyID: a.EAB.KeyID, MACKey: mac}
 	}
 
 	storageDir := filepath.Join(opts.StateDir, acmeDir)

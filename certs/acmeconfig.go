@@ -67,8 +67,11 @@ type EAB struct {
 	Pos yamlx.Pos
 	// KeyID is the EAB key identifier.
 	KeyID string `yaml:"key_id"`
-	// MACKey is the base64url-encoded HMAC key.
+	// MACKey is the base64url-encoded HMAC key. Prefer MACKeyFile.
 	MACKey string `yaml:"mac_key"`
+	// MACKeyFile is a file holding the MAC key, so the secret need not sit
+	// in the main config (a container secret, say).
+	MACKeyFile string `yaml:"mac_key_file"`
 }
 
 // DNS configures the dns-01 challenge. Provider rfc2136 speaks RFC 2136
@@ -197,8 +200,8 @@ func (a *ACME) validate(tlsPos yamlx.Pos) yamlx.Errors {
 		if a.EAB.KeyID == "" {
 			errs = append(errs, yamlx.Errorf(epos, "key_id", "needs the key id from the CA"))
 		}
-		if a.EAB.MACKey == "" {
-			errs = append(errs, yamlx.Errorf(epos, "mac_key", "needs the MAC key from the CA"))
+		if (a.EAB.MACKey == "") == (a.EAB.MACKeyFile == "") {
+			errs = append(errs, yamlx.Errorf(epos, "mac_key", "set exactly one of mac_key, mac_key_file (the MAC key from the CA)"))
 		}
 	} else if strings.EqualFold(a.CA, "zerossl") {
 		errs = append(errs, yamlx.Errorf(pos, "eab", "ZeroSSL needs an External Account Binding (key_id, mac_key)"))

@@ -154,5 +154,8 @@ func (c *Config) ResolvePaths(dir string) {
 		if c.ACME.DNS != nil {
 			abs(&c.ACME.DNS.KeyFile)
 		}
+		if c.ACME.EAB != nil {
+			abs(&c.ACME.EAB.MACKeyFile)
+		}
 	}
 }

@@ -44,7 +44,8 @@ func TestValidate(t *testing.T) {
 		{"dns key", "tls:\n  acme:\n    agree_tos: true\n    challenge: dns-01\n    dns:\n      provider: rfc2136\n      server: ns:53\n      key_name: k\n", []string{"tlsguard.yaml:6: tls.acme.dns.key: set exactly one"}},
 		{"port mix", "tls:\n  acme:\n    agree_tos: true\n    http_port: 8080\n    challenge: tls-alpn-01\n", []string{"tls.acme.http_port: only applies to challenge http-01"}},
 		{"zerossl", "tls:\n  acme:\n    agree_tos: true\n    ca: zerossl\n", []string{"tls.acme.eab: ZeroSSL needs"}},
-		{"eab", "tls:\n  acme:\n    agree_tos: true\n    eab:\n      key_id: x\n", []string{"tlsguard.yaml:5: tls.acme.eab.mac_key: needs"}},
+		{"eab", "tls:\n  acme:\n    agree_tos: true\n    eab:\n      key_id: x\n", []string{"tlsguard.yaml:5: tls.acme.eab.mac_key: set exactly one of mac_key, mac_key_file"}},
+		{"eab both", "tls:\n  acme:\n    agree_tos: true\n    eab:\n      key_id: x\n      mac_key: a\n      mac_key_file: b\n", []string{"tlsguard.yaml:6: tls.acme.eab.mac_key: set exactly one of mac_key, mac_key_file"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := decode(t, tc.src)

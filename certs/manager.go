@@ -130,8 +130,13 @@ func (m *Manager) Reload() error {
 	return nil
 }
 
+// IPOnly is Expiry's key for certificates that name IP addresses only:
+// the names become metric labels, which never hold an address.
+const IPOnly = "ip-only"
+
 // Expiry returns when each served name's certificate expires (NotAfter), by
-// lower-case DNS name or IP address, for monitoring.
+// lower-case DNS name (IP addresses a certificate also names are left out;
+// one that names only addresses is under IPOnly), for monitoring.
 func (m *Manager) Expiry() map[string]time.Time {
 	if m.acme != nil {
 		return m.acme.expiry()

@@ -85,9 +85,9 @@ func normName(n string) string {
 func (s *certSet) expiry() map[string]time.Time {
 	out := map[string]time.Time{}
 	for _, c := range s.certs {
-		names := append([]string(nil), c.Leaf.DNSNames...)
-		for _, ip := range c.Leaf.IPAddresses {
-			names = append(names, ip.String())
+		names := c.Leaf.DNSNames
+		if len(names) == 0 {
+			names = []string{IPOnly}
 		}
 		for _, n := range names {
 			n = normName(n)
@@ -167,4 +167,11 @@ func (s *certSet) covers(name string) bool {
 		}
 	}
 	return false
+}
+
+// CheckPair loads one pair as serving would, without serving it: for
+// `tlsguard check`. The error names the file at fault.
+func CheckPair(p Pair) error {
+	_, err := loadPair(p, time.Now())
+	return err
 }

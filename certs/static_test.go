@@ -285,3 +285,16 @@ func TestResolvePaths(t *testing.T) {
 		}
 	}
 }
+
+// Expiry's names are metric labels: a certificate's IP addresses are left
+// out, and one for addresses only is under certs.IPOnly.
+func TestExpiryHasNoAddresses(t *testing.T) {
+	dir := t.TempDir()
+	a := newTestCert(t, dir, "a", 24*time.Hour, "mail.example.org", "192.0.2.1")
+	b := newTestCert(t, dir, "b", 48*time.Hour, "127.0.0.1", "::1")
+	m := newManager(t, certs.Config{Certificates: []certs.Pair{a.pair(), b.pair()}}, certs.Options{Hostname: "mail.example.org"})
+	exp := m.Expiry()
+	if len(exp) != 2 || !exp["mail.example.org"].Equal(a.Leaf.NotAfter) || !exp[certs.IPOnly].Equal(b.Leaf.NotAfter) {
+		t.Errorf("Expiry = %v, want mail.example.org and %s", exp, certs.IPOnly)
+	}
+}

@@ -152,3 +152,18 @@ func TestCertsACMEStartFailsFastWithoutCertificate(t *testing.T) {
 		t.Errorf("something listens on %s after a failed start", g.Submission)
 	}
 }
+
+// The EAB MAC key from a file (tls.acme.eab.mac_key_file, relative to the
+// config's folder), against a CA that requires an External Account Binding
+// (without one, Pebble answers externalAccountRequired).
+func TestCertsACMEEABMACKeyFile(t *testing.T) {
+	const kid, mac = "tlsguard-e2e", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+	p := certsStartPebble(t, pebbletest.Options{EABKeys: map[string]string{kid: mac}})
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "eab.mac"), mac+"\n")
+	tlsYAML := certsACMEYAML(t, p, "    profile: "+pebbletest.DefaultProfile+"\n    eab:\n      key_id: "+kid+"\n      mac_key_file: eab.mac\n")
+	g := certsStartGuard(t, dir, tlsYAML)
+	if err := p.Verify(t, g.served465(t, certsHostname), certsHostname); err != nil {
+		t.Errorf("not a Pebble-issued certificate: %v", err)
+	}
+}

@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tlsguard/tlsguard/internal/yamlx"
 )
 
 const (
@@ -172,10 +174,21 @@ type deployConfig struct {
 	} `yaml:"admin"`
 }
 
+// readWithDefaults is a shipped file as tlsguard reads it when the
+// container is given no environment: each ${NAME:-default} its default.
+func readWithDefaults(t testing.TB, path string) []byte {
+	t.Helper()
+	s, err := yamlx.ExpandEnv(readFile(path), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return []byte(s)
+}
+
 func readDeployConfig(t testing.TB, path string) deployConfig {
 	t.Helper()
 	var c deployConfig
-	if err := yaml.Unmarshal([]byte(readFile(path)), &c); err != nil {
+	if err := yaml.Unmarshal(readWithDefaults(t, path), &c); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
 	if c.ShutdownGrace == 0 {
@@ -343,7 +356,7 @@ func TestDeployCompose(t *testing.T) {
 		LocalDomains    []string `yaml:"local_domains"`
 		TrustedNetworks []string `yaml:"trusted_networks"`
 	}
-	if err := yaml.Unmarshal([]byte(readFile(policyFile)), &pol); err != nil {
+	if err := yaml.Unmarshal(readWithDefaults(t, policyFile), &pol); err != nil {
 		t.Fatalf("%s: %v", policyFile, err)
 	}
 	for _, n := range pol.TrustedNetworks {

@@ -391,3 +391,43 @@ func TestOpsEarlyTalkerRefused(t *testing.T) {
 	c.cmd("QUIT")
 	pf.WaitMessages(t, bob, 1)
 }
+
+// Every listener's series exist at 0 from the start, before its first
+// session; the certificate-expiry label is a DNS name, never an address
+// (the test certificate also names 127.0.0.1).
+func TestOpsMetricsBeforeFirstSession(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	admin := loopbackAddr(t)
+	startTLSGuard(t, pf, withConfig(fmt.Sprintf("admin:\n  address: %q\n", admin)))
+	_, body := httpGet(t, "http://"+admin+"/metrics")
+	for _, l := range []string{"submissions", "submission", "submission-strict", "mx"} {
+		for _, m := range []struct {
+			name   string
+			labels []string
+		}{
+			{"tlsguard_sessions_open", nil},
+			{"tlsguard_messages_total", []string{"result", "delivered"}},
+			{"tlsguard_messages_total", []string{"result", "failed"}},
+			{"tlsguard_relay_denied_total", nil},
+			{"tlsguard_connections_refused_total", []string{"reason", "limit_per_ip"}},
+			{"tlsguard_delivery_latency_seconds_count", nil},
+		} {
+			if v := metricValue(body, m.name, append([]string{"listener", l}, m.labels...)...); v != 0 {
+				t.Errorf("%s{listener=%q %v} = %v before any session, want a series at 0", m.name, l, m.labels, v)
+			}
+		}
+	}
+	if v := metricValue(body, "tlsguard_auth_total", "listener", "submissions", "mechanism", "PLAIN", "result", "failure"); v != 0 {
+		t.Errorf("auth_total for submissions = %v, want a series at 0", v)
+	}
+	if v := metricValue(body, "tlsguard_auth_total", "listener", "mx"); v != -1 {
+		t.Errorf("auth_total for mx, which offers no AUTH: %v", v)
+	}
+	if v := metricValue(body, "tlsguard_certificate_expiry_timestamp_seconds", "name", "mail.example.org"); v < 1 {
+		t.Errorf("no certificate expiry for mail.example.org")
+	}
+	if m := regexp.MustCompile(`tlsguard_certificate_expiry_timestamp_seconds\{name="[0-9.:]*"`).FindString(body); m != "" {
+		t.Errorf("an address as a certificate name label: %s", m)
+	}
+}

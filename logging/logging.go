@@ -22,24 +22,48 @@ type Config struct {
 
 // Validate reports a bad level or format.
 func (c Config) Validate() error {
-	if _, err := zapcore.ParseLevel(c.Level); err != nil || c.Level == "" {
-		return fmt.Errorf("level: %q is not one of debug, info, warn, error", c.Level)
+	if err := ValidLevel(c.Level); err != nil {
+		return fmt.Errorf("level: %w", err)
 	}
-	switch c.Format {
+	if err := ValidFormat(c.Format); err != nil {
+		return fmt.Errorf("format: %w", err)
+	}
+	return nil
+}
+
+// ValidLevel reports a level that is not debug, info, warn or error.
+func ValidLevel(level string) error {
+	if _, err := zapcore.ParseLevel(level); err != nil || level == "" {
+		return fmt.Errorf("%q is not one of debug, info, warn, error", level)
+	}
+	return nil
+}
+
+// ValidFormat reports a format that is not json or console.
+func ValidFormat(format string) error {
+	switch format {
 	case "json", "console":
 		return nil
 	}
-	return fmt.Errorf("format: %q is not one of json, console", c.Format)
+	return fmt.Errorf("%q is not one of json, console", format)
 }
 
 // New builds a logger writing to stderr. Unlike zap's production preset it
 // never samples: the per-transaction line is the forensic record and must not
 // be dropped under load.
 func New(c Config) (*zap.Logger, error) {
+	log, _, err := NewLevel(c)
+	return log, err
+}
+
+// NewLevel is New, also returning the logger's level, which SetLevel
+// changes while it runs (log.level applies on reload).
+func NewLevel(c Config) (*zap.Logger, zap.AtomicLevel, error) {
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, zap.AtomicLevel{}, err
 	}
 	lvl, _ := zapcore.ParseLevel(c.Level)
+	level := zap.NewAtomicLevelAt(lvl)
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey = "ts"
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
@@ -51,6 +75,13 @@ func New(c Config) (*zap.Logger, error) {
 	} else {
 		e = zapcore.NewJSONEncoder(enc)
 	}
-	core := zapcore.NewCore(e, zapcore.Lock(os.Stderr), zap.NewAtomicLevelAt(lvl))
-	return zap.New(core, zap.ErrorOutput(zapcore.Lock(os.Stderr))), nil
+	core := zapcore.NewCore(e, zapcore.Lock(os.Stderr), level)
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(os.Stderr))), level, nil
+}
+
+// SetLevel changes level to c.Level, which Validate has accepted.
+func SetLevel(level zap.AtomicLevel, c Config) {
+	if l, err := zapcore.ParseLevel(c.Level); err == nil {
+		level.SetLevel(l)
+	}
 }

@@ -113,11 +113,13 @@ func Load(path string) (*Policy, error) {
 
 // Parse parses a policy from data; file names the source in errors. Every
 // problem found is returned at once as yamlx.Errors ("file:line: key:
-// message"), sorted by line.
+// message"), sorted by line. ${NAME} and ${NAME:-default} in values are
+// taken from the environment, as in the config file (yamlx.DecodeEnv), so
+// a container can be given its domains without a file of its own.
 func Parse(file string, data []byte) (*Policy, error) {
 	var f policyFile
 	var errs yamlx.Errors
-	if err := yamlx.Decode(file, data, &f); err != nil {
+	if err := yamlx.DecodeEnv(file, data, &f, os.LookupEnv); err != nil {
 		if !errors.As(err, &errs) {
 			return nil, fmt.Errorf("%s: %w", file, err)
 		}

@@ -133,6 +133,9 @@ func (c *conn) Read(b []byte) (int, error) {
 		// later reads time out again, so that a timeout go-smtp drops
 		// without a reply (inside an AUTH exchange) gets it at the next
 		// command read.
+		if c.sessionFields.endReason == "" {
+			c.sessionFields.endReason = "timeout" // the 421 4.4.2 hang-up
+		}
 		if c.inData {
 			err = errStalledData
 			c.timeoutSaid = true
@@ -220,10 +223,14 @@ func (c *conn) flushWithin(d time.Duration) error {
 	return err
 }
 
-// closeAfterReply makes the next reply the last one on this connection.
-func (c *conn) closeAfterReply() {
+// closeAfterReply makes the next reply the last one on this connection;
+// why is the session line's end.
+func (c *conn) closeAfterReply(why string) {
 	c.mu.Lock()
 	c.lastReply = true
+	if c.sessionFields.endReason == "" {
+		c.sessionFields.endReason = why
+	}
 	c.mu.Unlock()
 }
 

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/emersion/go-sasl"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tlsguard/tlsguard/policy"
@@ -96,6 +97,50 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.sessionsOpen, m.sessionsTotal, m.refused, m.handshakes, m.startTLS, m.auth, m.decisions,
 		m.relayDenied, m.backendErrors, m.backendReplies, m.backendOpened, m.backendIdle, m.backendActive, m.slotWaits, m.slotTimeouts, m.spooled, m.messages, m.messageBytes, m.deliveryLatency)
 	return m
+}
+
+// listen creates a listener's series at 0 when it opens, so that a
+// dashboard shows the listener and an alert on a rate or on an absent
+// series works before its first session. Only label values the listener
+// can produce are created (no STARTTLS on an implicit port, no AUTH where
+// it is not offered).
+func (m *Metrics) listen(lc ListenerConfig, auth bool) {
+	n := lc.Name
+	m.sessionsOpen.WithLabelValues(n)
+	m.sessionsTotal.WithLabelValues(n)
+	reasons := []string{"limit_total", "limit_per_ip"}
+	if lc.MaxSessions > 0 {
+		reasons = append(reasons, "limit_listener")
+	}
+	if lc.ProxyProtocol != nil {
+		reasons = append(reasons, "proxy_header")
+	}
+	if lc.GreetingDelay > 0 {
+		reasons = append(reasons, "early_talker")
+	}
+	for _, r := range reasons {
+		m.refused.WithLabelValues(n, r)
+	}
+	switch lc.TLS {
+	case TLSStartTLS:
+		m.startTLS.WithLabelValues(n)
+		m.handshakes.WithLabelValues(n, "starttls", "", "failed")
+	case TLSImplicit:
+		m.handshakes.WithLabelValues(n, "implicit", "", "failed")
+	}
+	if auth {
+		for _, mech := range []string{sasl.Plain, sasl.Login} {
+			for _, r := range []string{"success", "failure", "throttled", "busy", "error"} {
+				m.auth.WithLabelValues(n, mech, r)
+			}
+		}
+	}
+	m.relayDenied.WithLabelValues(n)
+	for _, r := range []string{"delivered", "rejected", "failed"} {
+		m.messages.WithLabelValues(n, r)
+	}
+	m.messageBytes.WithLabelValues(n)
+	m.deliveryLatency.WithLabelValues(n)
 }
 
 // codeLabel renders an SMTP code as a label; anything outside 200-599 is

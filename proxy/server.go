@@ -338,6 +338,7 @@ func (s *Server) warnSharedSessions(ls []ListenerConfig) {
 // serve starts go-smtp on a bound listener. s.mu is held.
 func (s *Server) serve(lc ListenerConfig, raw net.Listener) *listener {
 	l := newListener(s, raw, lc, s.cfg.TLS)
+	s.metrics.listen(lc, lc.Auth && s.cfg.Auth != nil)
 	srv := s.smtpServer(lc)
 	s.servers = append(s.servers, srv)
 	s.wg.Add(1)

@@ -143,7 +143,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	addr := auth.AddrKey(s.conn.ip)
 	if s.srv.throttle.Blocked(addr) {
 		s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "throttled").Inc()
-		s.conn.closeAfterReply()
+		s.conn.closeAfterReply("auth throttled")
 		return nil, errAuthThrottle
 	}
 	check := func(identity, user, pass string) error { return s.authenticate(a, mech, identity, user, pass) }
@@ -252,7 +252,7 @@ func (s *session) authFailed(log *zap.Logger, mech string, over, checked bool, w
 	// The delay slows guessing down; it holds only this session's goroutine.
 	time.Sleep(s.srv.limits.AuthFailDelay)
 	if over {
-		s.conn.closeAfterReply()
+		s.conn.closeAfterReply("auth throttled")
 		return errAuthThrottle
 	}
 	return errAuthInvalid
@@ -265,7 +265,7 @@ func (s *session) authRefused(log *zap.Logger, mech string, ref *auth.Refusal) e
 	s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "throttled").Inc()
 	log.Warn("auth refused", zap.String("reason", ref.Why), zap.Bool("password_checked", false))
 	if ref.HangUp {
-		s.conn.closeAfterReply()
+		s.conn.closeAfterReply("auth throttled")
 		return errAuthThrottle
 	}
 	time.Sleep(s.srv.limits.AuthFailDelay)

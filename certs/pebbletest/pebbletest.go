@@ -74,6 +74,9 @@ type Options struct {
 	// HTTPPort and TLSPort are where the validator connects for http-01
 	// and tls-alpn-01. Default: free ports (see Pebble.HTTPPort).
 	HTTPPort, TLSPort int
+	// EABKeys, when set, makes an External Account Binding required and
+	// lists the accepted key ids with their base64url MAC keys.
+	EABKeys map[string]string
 }
 
 // Pebble is a running Pebble CA.
@@ -131,7 +134,8 @@ func Start(t testing.TB, opts Options) *Pebble {
 		"httpPort":                       ports[2],
 		"tlsPort":                        ports[3],
 		"ocspResponderURL":               "",
-		"externalAccountBindingRequired": false,
+		"externalAccountBindingRequired": len(opts.EABKeys) > 0,
+		"externalAccountMACKeys":         opts.EABKeys,
 		"keyAlgorithm":                   "ecdsa",
 		"domainBlocklist":                []string{BlockedName},
 		"retryAfter":                     map[string]int{"authz": 1, "order": 1},

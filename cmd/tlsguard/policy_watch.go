@@ -31,7 +31,7 @@ const policyWatchInterval = 2 * time.Second
 func (a *app) policyWatcher() *policyWatcher {
 	w := newPolicyWatcher(a.cfg.Policy, a.log, a.srv.SetPolicy, a.listenerNames())
 	w.load = a.loadPolicy // the same checks as at start-up and on SIGHUP
-	w.report = func(err error) { a.reloaded("policy", err) }
+	w.report = func(err error) { a.reloaded("policy", err, zap.String("policy", w.path)) }
 	return w
 }
 
@@ -66,9 +66,9 @@ func newPolicyWatcher(path string, log *zap.Logger, apply func(*policy.Policy), 
 	w.load = func() (*policy.Policy, error) { return policy.Load(w.path) }
 	w.report = func(err error) {
 		if err != nil {
-			log.Error("policy reload refused; the old one stays in force", zap.Error(err))
+			log.Error("policy reload refused; the old one stays in force", zap.String("policy", w.path), zap.Error(err))
 		} else {
-			log.Info("policy reloaded")
+			log.Info("policy reloaded", zap.String("policy", w.path))
 		}
 	}
 	for _, l := range listeners {

@@ -41,12 +41,12 @@ func runServe(args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	cfg, err := config.Load(*configPath)
+	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "tlsguard: invalid config:\n%v\n", err)
 		return 2
 	}
-	log, err := logging.New(cfg.LogConfig())
+	log, level, err := logging.NewLevel(cfg.LogConfig())
 	if err != nil {
 		fmt.Fprintf(stderr, "tlsguard: %v\n", err)
 		return 2
@@ -55,46 +55,66 @@ func runServe(args []string, _, stderr io.Writer) int {
 	// Named, so that every line has the "logger" key the README documents
 	// (components get "tlsguard.certs", "tlsguard.backend", ...).
 	log = log.Named("tlsguard")
-	if err := serve(cfg, log); err != nil {
+	if err := serve(cfg, log, level); err != nil {
 		log.Error("tlsguard stopped", zap.Error(err))
 		fmt.Fprintf(stderr, "tlsguard: %v\n", err)
 		return 1
 	}
+	// The last line of a clean exit, so that a log shows the process ended
+	// rather than died.
+	log.Info("tlsguard stopped")
 	return 0
+}
+
+// loadConfig loads the config file and checks that the files it names can
+// be read, reporting both as file:line: key: message.
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if errs := cfg.CheckFiles(); len(errs) > 0 {
+		return nil, errs
+	}
+	return cfg, nil
 }
 
 // app is what a running tlsguard holds and reloads.
 type app struct {
 	cfg     *config.Config
 	log     *zap.Logger
+	level   zap.AtomicLevel // the logger's, set from log.level on reload
 	certs   *certs.Manager
 	srv     *proxy.Server
 	metrics *adminMetrics
 
 	registry    prometheus.Registerer
 	authMetrics *auth.Metrics // built once: reloads rebuild the sources, not their metrics
+	// checkOnly is `tlsguard check`: load everything, create nothing.
+	checkOnly bool
 }
 
-// reloaded counts a reload of what and logs a refusal.
-func (a *app) reloaded(what string, err error) {
+// reloaded counts a reload of what and logs it, or its refusal; fields
+// name what was read (the file).
+func (a *app) reloaded(what string, err error, fields ...zap.Field) {
 	result := "ok"
 	if err != nil {
 		result = "failed"
-		a.log.Error(what+" reload refused; the old one stays in force", zap.Error(err))
+		a.log.Error(what+" reload refused; the old one stays in force", append(fields, zap.Error(err))...)
 	} else {
-		a.log.Info(what + " reloaded")
+		a.log.Info(what+" reloaded", fields...)
 	}
 	a.metrics.reloads.WithLabelValues(what, result).Inc()
 }
 
-func serve(cfg *config.Config, log *zap.Logger) error {
+func serve(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	a := &app{cfg: cfg, log: log}
+	a := &app{cfg: cfg, log: log, level: level}
 	pol, err := a.loadPolicy()
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
@@ -196,7 +216,9 @@ func serve(cfg *config.Config, log *zap.Logger) error {
 		case <-hup:
 			watcher.follow(a.cfg.Policy, a.listenerNames(), a.reload())
 		case <-ctx.Done():
-			log.Info("shutting down", zap.Duration("grace", a.cfg.ShutdownGrace))
+			// The grace as text ("30s"): the encoder writes durations as
+			// bare milliseconds, which read as seconds.
+			log.Info("shutting down", zap.String("grace", a.cfg.ShutdownGrace.String()))
 			sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
 			defer cancel()
 			return a.srv.Shutdown(sctx)
@@ -210,26 +232,43 @@ func serve(cfg *config.Config, log *zap.Logger) error {
 // put in force.
 func (a *app) reload() (policyLoaded bool) {
 	a.log.Info("reload requested (SIGHUP)")
-	cfg, err := config.Load(a.cfg.File())
+	cfg, err := loadConfig(a.cfg.File())
 	if err != nil {
 		// A bad file changes nothing: not even the parts that are fine.
-		a.reloaded("config", err)
+		a.reloaded("config", err, zap.String("config", a.cfg.File()))
 		return false
 	}
 	if later := cfg.KeepRestartOnly(a.cfg); len(later) > 0 {
 		a.log.Warn("config sections changed that apply only at restart; they keep their running values until then", zap.Strings("sections", later))
 	}
+	var kept []string
 	if !reflect.DeepEqual(a.cfg.ProxyListeners(), cfg.ProxyListeners()) {
-		a.reloaded("listeners", a.srv.UpdateListeners(cfg.ProxyListeners()))
+		err := a.srv.UpdateListeners(cfg.ProxyListeners())
+		a.reloaded("listeners", err)
+		if err != nil {
+			// The listeners serving stay those of the running config.
+			cfg.Listeners = a.cfg.Listeners
+			kept = append(kept, "listeners")
+		}
+	}
+	if cfg.Log.Level != a.cfg.Log.Level {
+		logging.SetLevel(a.level, cfg.LogConfig())
+		a.log.Info("log level changed", zap.String("from", a.cfg.Log.Level), zap.String("to", cfg.Log.Level))
 	}
 	a.cfg = cfg
-	a.reloaded("config", nil)
+	if len(kept) > 0 {
+		// Not "config reloaded" after a refusal: say what did not apply.
+		a.log.Warn("config reloaded in part; the running values stay for what was refused", zap.String("config", cfg.File()), zap.Strings("kept", kept))
+		a.metrics.reloads.WithLabelValues("config", "ok").Inc()
+	} else {
+		a.reloaded("config", nil, zap.String("config", cfg.File()))
+	}
 	pol, err := a.loadPolicy()
 	if err == nil {
 		a.srv.SetPolicy(pol)
 		policyLoaded = true
 	}
-	a.reloaded("policy", err)
+	a.reloaded("policy", err, zap.String("policy", a.cfg.Policy))
 	auth, err := a.authenticator()
 	if err == nil {
 		old := a.srv.SetAuthenticator(auth)
@@ -286,7 +325,9 @@ func (a *app) backendConfig() (proxy.BackendConfig, error) {
 	b := a.cfg.Backend
 	out := a.cfg.ProxyBackend()
 	out.SpoolDir = filepath.Join(a.cfg.StateDir, "spool")
-	if err := os.MkdirAll(out.SpoolDir, 0o700); err != nil {
+	if a.checkOnly {
+		out.SpoolDir = ""
+	} else if err := os.MkdirAll(out.SpoolDir, 0o700); err != nil {
 		// A read-only state_dir must not stop mail: the system's temporary
 		// folder serves (spool files are unlinked at once either way).
 		a.log.Warn("backend spool folder not usable; spooling to the temporary folder", zap.Error(err))

@@ -124,6 +124,7 @@ type Limits struct {
 
 // Log is the log section.
 type Log struct {
+	Pos    yamlx.Pos
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
 }
@@ -194,7 +195,8 @@ func (c *Cluster) Shares(part string) bool {
 	return false
 }
 
-// Load reads a config file, decodes it, fills the defaults from Keys,
+// Load reads a config file, decodes it with ${NAME} and ${NAME:-default}
+// taken from the environment (yamlx.DecodeEnv), fills the defaults from Keys,
 // validates it and makes its relative paths absolute against the file's
 // folder. The error lists every problem as file:line: key: message.
 func Load(path string) (*Config, error) {
@@ -207,7 +209,7 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	var c Config
-	if err := yamlx.Decode(path, data, &c); err != nil {
+	if err := yamlx.DecodeEnv(path, data, &c, os.LookupEnv); err != nil {
 		return nil, err
 	}
 	c.file = abs
@@ -237,6 +239,7 @@ func (c *Config) placeSections(path string) {
 	c.Auth.Pos = c.section(c.Auth.Pos, "auth")
 	c.Auth.placeSources()
 	c.Limits.Pos = c.section(c.Limits.Pos, "limits")
+	c.Log.Pos = c.section(c.Log.Pos, "log")
 	c.Cluster.Pos = c.section(c.Cluster.Pos, "cluster")
 	if c.Cluster.Redis.Pos.File == "" {
 		c.Cluster.Redis.Pos = c.Cluster.Pos

@@ -111,7 +111,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad address", "    address: \"127.0.0.1:2025\"\n", "    address: \"127.0.0.1\"\n", `:12: listeners[2].address: "127.0.0.1" is not host:port`},
 		{"bad backend tls", "  tls: none\n", "  tls: ssl\n", `:23: backend.tls: "ssl" is not one of none, starttls, implicit`},
 		{"wrong type", "    require_tls: true\n", "    require_tls: maybe\n", `:10: listeners[1].require_tls: must be true or false`},
-		{"bad log level", "  level: info\n", "  level: loud\n", `log: level: "loud" is not one of`},
+		{"bad log level", "  level: info\n", "  level: loud\n", `:31: log.level: "loud" is not one of`},
 		{"hostname", "hostname: mail.example.org\n", "hostname: \"mail example\"\n", `:1: hostname: "mail example" is not a valid host name`},
 		{"both auth sources", "  users_file: users.htpasswd\n", "  users_file: users.htpasswd\n  backend: true\n", `:27: auth.backend: choose one`},
 		{"negative auth_user_max_failures", "  max_message_size: 10M\n", "  max_message_size: 10M\n  auth_user_max_failures: -1\n", `limits.auth_user_max_failures: must not be negative`},

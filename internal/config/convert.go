@@ -73,7 +73,7 @@ func (c *Config) LogConfig() logging.Config {
 
 // KeepRestartOnly copies from running the sections that cannot change while
 // tlsguard runs (they shape the listeners' TLS, the backend leg, the limits
-// and the logger), and returns the names of those that differ. The rest of
+// and the log format), and returns the names of those that differ. The rest of
 // c (listeners, policy, auth, shutdown_grace) applies on reload.
 func (c *Config) KeepRestartOnly(running *Config) []string {
 	var changed []string
@@ -88,7 +88,9 @@ func (c *Config) KeepRestartOnly(running *Config) []string {
 	keep("tls", !equalIgnoringPos(c.TLS, running.TLS) || c.NeedsTLS() != running.NeedsTLS(), func() { c.TLS = running.TLS })
 	keep("backend", !equalIgnoringPos(c.Backend, running.Backend), func() { c.Backend = running.Backend })
 	keep("limits", c.ProxyLimits() != running.ProxyLimits(), func() { c.Limits = running.Limits })
-	keep("log", c.Log != running.Log, func() { c.Log = running.Log })
+	// The level applies on reload (the logger's level is atomic); the
+	// encoder is built once.
+	keep("log.format", c.Log.Format != running.Log.Format, func() { c.Log.Format = running.Log.Format })
 	keep("bare_line_endings", c.BareLineEndings != running.BareLineEndings, func() { c.BareLineEndings = running.BareLineEndings })
 	// DSN changes what EHLO advertises, fixed per listener at start.
 	keep("dsn", c.DSN != running.DSN, func() { c.DSN = running.DSN })

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tlsguard/tlsguard/internal/yamlx"
+	"github.com/tlsguard/tlsguard/logging"
 	"github.com/tlsguard/tlsguard/policy"
 	"github.com/tlsguard/tlsguard/proxy"
 )
@@ -165,8 +166,11 @@ func (c *Config) validateTop() yamlx.Errors {
 	if c.Policy == "" {
 		add("policy", "is required: the relay policy file (see policies/default.yaml)")
 	}
-	if err := c.LogConfig().Validate(); err != nil {
-		add("log", "%v", err)
+	if err := logging.ValidLevel(c.Log.Level); err != nil {
+		errs = append(errs, yamlx.Errorf(c.Log.Pos, "level", "%v", err))
+	}
+	if err := logging.ValidFormat(c.Log.Format); err != nil {
+		errs = append(errs, yamlx.Errorf(c.Log.Pos, "format", "%v", err))
 	}
 	switch proxy.BareLineEndings(c.BareLineEndings) {
 	case proxy.BareNormalize, proxy.BareReject:

@@ -93,6 +93,12 @@ type Unmarshaler interface {
 // Decode decodes the single YAML document in data into v, a pointer to a
 // struct. file names the source in errors. The error, if any, is an Errors.
 func Decode(file string, data []byte, v any) error {
+	return decode(file, data, v, nil)
+}
+
+// decode is Decode, expanding environment variables first when lookup is
+// not nil.
+func decode(file string, data []byte, v any, lookup Lookup) error {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return fmt.Errorf("yamlx: Decode needs a non-nil pointer, got %T", v)
@@ -106,19 +112,25 @@ func Decode(file string, data []byte, v any) error {
 		return nil
 	}
 	if err != nil {
-		return Errors{d.syntaxError(err)}
+		return Errors{d.syntaxError(data, err)}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		line := extra.Line
 		if err != nil {
-			return Errors{d.syntaxError(err)}
+			return Errors{d.syntaxError(data, err)}
 		}
 		return Errors{{File: file, Line: line, Msg: "only one YAML document is allowed"}}
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
+	}
+	if lookup != nil {
+		d.expand(root, "", lookup)
+		if len(d.errs) > 0 {
+			return d.errs
+		}
 	}
 	d.decode(root, rv.Elem(), "")
 	if len(d.errs) == 0 {
@@ -137,18 +149,61 @@ func (d *decoder) fail(n *yaml.Node, key, format string, args ...any) {
 	d.errs = append(d.errs, &Error{File: d.file, Line: n.Line, Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
-// syntaxError turns yaml.v3's "yaml: line N: msg" into an Error.
-func (d *decoder) syntaxError(err error) *Error {
+// syntaxError turns yaml.v3's "yaml: line N: msg" into an Error at the
+// line a reader would fix. yaml.v3 names the start of the enclosing mapping
+// for some errors (an over-indented key after a quoted value points at its
+// section, possibly lines above, past comments) and counts a parser error's
+// line from 0; so the line is taken as the last line of the shortest
+// prefix of the file that fails with the same message.
+func (d *decoder) syntaxError(data []byte, err error) *Error {
+	msg, line := splitYAMLError(err)
+	if l := firstFailingLine(data, msg); l > 0 {
+		line = l
+	}
+	return &Error{File: d.file, Line: line, Msg: "invalid YAML: " + msg}
+}
+
+// splitYAMLError splits "yaml: line N: msg" into msg and N (0 if absent).
+func splitYAMLError(err error) (string, int) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 0
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
 		if num, tail, ok := strings.Cut(rest, ": "); ok {
 			if l, err := strconv.Atoi(num); err == nil {
-				line, msg = l, tail
+				return tail, l
 			}
 		}
 	}
-	return &Error{File: d.file, Line: line, Msg: "invalid YAML: " + msg}
+	return msg, 0
+}
+
+// maxLocateLines bounds the prefixes parsed to locate an error (quadratic
+// in the file's length); a longer file gets yaml.v3's line.
+const maxLocateLines = 2000
+
+// firstFailingLine returns the number of lines of the shortest prefix of
+// data whose parse fails with msg, or 0.
+func firstFailingLine(data []byte, msg string) int {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if len(lines) > maxLocateLines {
+		return 0
+	}
+	n := 0
+	for i, l := range lines {
+		n += len(l)
+		dec := yaml.NewDecoder(bytes.NewReader(data[:n]))
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		for err == nil {
+			err = dec.Decode(&doc)
+		}
+		if errors.Is(err, io.EOF) {
+			continue
+		}
+		if m, _ := splitYAMLError(err); m == msg {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 var (

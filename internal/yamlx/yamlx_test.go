@@ -1,6 +1,7 @@
 package yamlx_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -76,5 +77,29 @@ func TestEmptySectionHasPosition(t *testing.T) {
 	}
 	if len(c.Backends) != 1 || c.Backends[0].Pos.File != "c.yaml" || c.Backends[0].Pos.Line != 3 || c.Backends[0].Pos.Key != "backends[0]" {
 		t.Fatalf("pos of an empty item = %+v", c.Backends)
+	}
+}
+
+// An indentation error is reported at the line to fix, also when comment
+// lines come before it (yaml.v3 alone points at the enclosing mapping) and
+// for parser errors (which yaml.v3 counts from 0).
+func TestSyntaxErrorLine(t *testing.T) {
+	for _, tc := range []struct {
+		src  string
+		line int
+	}{
+		{"hostname: mx\nbackends:\n  - address: a\n    # one\n    # two\n    # three\n      port: 25\n", 7},
+		{"hostname: mx\ntags:\n  a: b\n  # one\n  # two\n  # three\n c: d\n", 7},
+		{"hostname: mx\ntags:\n  a: b\n c: d\n", 4},
+		{"hostname: mx\ntags:\n  a: \"b\"\n  # one\n    c: d\n", 5},
+		{"hostname: [mx,\n  x\ntags: {}\n", 2},
+		{"hostname: mx\ntags:\n  a: b\n\n\n c: d\n", 6},
+	} {
+		var c config
+		err := yamlx.Decode("c.yaml", []byte(tc.src), &c)
+		var es yamlx.Errors
+		if !errors.As(err, &es) || len(es) != 1 || es[0].Line != tc.line {
+			t.Errorf("%q: got %v, want an error at line %d", tc.src, err, tc.line)
+		}
 	}
 }
