@@ -285,9 +285,11 @@ func (s *Server) SetAuthenticator(a auth.Source) auth.Source {
 // Start learns the backend's extensions, binds every listener (all or none)
 // and serves them in the background.
 func (s *Server) Start(ctx context.Context) error {
-	// Bind first: a port that is taken fails at once, and the ports are
-	// held while the backend is asked (clients that connect meanwhile wait
-	// in the listen queue until serving starts).
+	if err := s.backend.Learn(ctx); err != nil {
+		// Not fatal: the backend may come up later. Advertise only what every
+		// backend can take and say so.
+		s.log.Warn("backend not reachable at start; advertising the minimal extension set", zap.String("backend", s.cfg.Backend.Address), zap.Error(err))
+	}
 	var raws []net.Listener
 	for _, lc := range s.cfg.Listeners {
 		raw, err := net.Listen("tcp", lc.Address)
@@ -298,11 +300,6 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("listener %s: %w", lc.Name, err)
 		}
 		raws = append(raws, raw)
-	}
-	if err := s.backend.Learn(ctx); err != nil {
-		// Not fatal: the backend may come up later. Advertise only what every
-		// backend can take and say so.
-		s.log.Warn("backend not reachable at start; advertising the minimal extension set", zap.String("backend", s.cfg.Backend.Address), zap.Error(err))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
