@@ -48,6 +48,9 @@ type conn struct {
 	closeOnce   sync.Once
 	inData      bool // reading a message (DATA or BDAT)
 	timeoutSaid bool // the timeout was reported once; later reads see EOF
+	// readTimedOut: a read hit its deadline (sticky), told to the session
+	// line as its end.
+	readTimedOut bool
 
 	cmdDeadline time.Time // guarded by mu: when the command line being read must be complete
 }
@@ -133,9 +136,7 @@ func (c *conn) Read(b []byte) (int, error) {
 		// later reads time out again, so that a timeout go-smtp drops
 		// without a reply (inside an AUTH exchange) gets it at the next
 		// command read.
-		if c.sessionFields.endReason == "" {
-			c.sessionFields.endReason = "timeout" // the 421 4.4.2 hang-up
-		}
+		c.readTimedOut = true // the 421 4.4.2 hang-up, for the session line
 		if c.inData {
 			err = errStalledData
 			c.timeoutSaid = true
@@ -223,15 +224,18 @@ func (c *conn) flushWithin(d time.Duration) error {
 	return err
 }
 
-// closeAfterReply makes the next reply the last one on this connection;
-// why is the session line's end.
-func (c *conn) closeAfterReply(why string) {
+// closeAfterReply makes the next reply the last one on this connection.
+func (c *conn) closeAfterReply() {
 	c.mu.Lock()
 	c.lastReply = true
-	if c.sessionFields.endReason == "" {
-		c.sessionFields.endReason = why
-	}
 	c.mu.Unlock()
+}
+
+// readTimeout reports whether a read from the client hit its deadline.
+func (c *conn) readTimeout() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readTimedOut
 }
 
 // byteCounts returns the bytes read from and written to the client so far.

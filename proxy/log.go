@@ -59,7 +59,17 @@ func (r *sessionRecord) summary(f func(s *sessionSummary)) {
 // setData, timedOut and closeAfterReply are the conn's (see there).
 func (r *sessionRecord) setData(on bool, idle time.Duration) { r.c.setData(on, idle) }
 func (r *sessionRecord) timedOut() bool                      { return r.c.timedOut() }
-func (r *sessionRecord) closeAfterReply()                    { r.c.closeAfterReply() }
+
+// closeAfterReply makes the next reply the last one; why is the session
+// line's end, unless an earlier reason was given.
+func (r *sessionRecord) closeAfterReply(why string) {
+	r.summary(func(s *sessionSummary) {
+		if s.endReason == "" {
+			s.endReason = why
+		}
+	})
+	r.c.closeAfterReply()
+}
 
 // startingTLS runs when go-smtp has accepted STARTTLS and the handshake
 // starts (smtp.Server.OnStartTLS): the handshake, and the EHLO after it,
@@ -109,6 +119,9 @@ func (s *Server) logSession(listener string, r *sessionRecord) {
 	sum := r.sum
 	r.mu.Unlock()
 	in, out := r.c.byteCounts()
+	if sum.endReason == "" && r.c.readTimeout() {
+		sum.endReason = "timeout" // go-smtp's 421 4.4.2 hang-up, or ours inside DATA
+	}
 	if err := r.c.writeErr(); err != nil && sum.endReason == "" {
 		// A client that stopped reading (conn.flush).
 		sum.endReason = "write failed"
