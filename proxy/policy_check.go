@@ -19,10 +19,6 @@ import (
 // Server, not to a Policy, so they survive policy reloads.
 func (s *Server) RateCounters() *policy.Counters { return s.counters }
 
-// SetRateCounters replaces the Server's rate-limit counters (before Start),
-// e.g. to bound them differently or to share them between Servers.
-func (s *Server) SetRateCounters(c *policy.Counters) { s.counters = c }
-
 // policyMail makes the MAIL FROM checks of pol: sender ownership (553
 // 5.7.1), the SIZE= the client declared against the session's limit (552
 // 5.3.4), then the message rate limits (450 4.7.1), which count this
