@@ -14,6 +14,8 @@ import (
 
 	"github.com/pires/go-proxyproto"
 	"go.uber.org/zap"
+
+	"github.com/tlsguard/tlsguard/internal/mailbox"
 )
 
 // listener is the net.Listener go-smtp serves. The accept loop only takes a
@@ -105,6 +107,10 @@ func (l *listener) prepare(raw net.Conn) {
 	if tc, ok := raw.(*net.TCPConn); ok {
 		tc.SetKeepAlive(true)
 	}
+	if l.cfg.Protocol.mailbox() {
+		l.serveMailbox(under, ip)
+		return
+	}
 	c := &conn{Conn: under, l: l, id: newSessionID(), ip: ip, start: time.Now(), writeIdle: l.srv.limits.WriteTimeout}
 	c.setIdle(l.srv.limits.CommandTimeout)
 	c.startCommand() // the wait for the first command; c is not shared yet
@@ -137,6 +143,20 @@ func (l *listener) prepare(raw net.Conn) {
 	l.hand(tc)
 }
 
+// serveMailbox hands an admitted IMAP or POP3 connection to package
+// mailbox, which does its TLS (implicit or STARTTLS) and protocol; the
+// session's slots are given back when it ends.
+func (l *listener) serveMailbox(c net.Conn, ip netip.Addr) {
+	l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Inc()
+	l.srv.metrics.sessionsTotal.WithLabelValues(l.cfg.Name).Inc()
+	defer func() {
+		l.srv.sessions.release(l.cfg.Name, ip)
+		l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Dec()
+	}()
+	l.srv.mailbox.Serve(mailbox.Conn{Conn: c, ID: newSessionID(), Listener: l.cfg.Name, Protocol: mailbox.Protocol(l.cfg.Protocol),
+		Implicit: l.cfg.TLS == TLSImplicit, ClientIP: ip})
+}
+
 // talksEarly waits up to d for the client to send anything before it was
 // greeted. Any byte (or a hang-up) means it did not wait for the greeting.
 func talksEarly(c net.Conn, d time.Duration) bool {
@@ -156,8 +176,15 @@ func (l *listener) refuse(raw net.Conn, ip netip.Addr, reason, text string) {
 	l.srv.metrics.refused.WithLabelValues(l.cfg.Name, reason).Inc()
 	l.srv.log.Warn("connection refused", zap.String("listener", l.cfg.Name), zap.Stringer("client_ip", ip), zap.String("reason", reason))
 	if l.cfg.TLS != TLSImplicit {
+		msg := "421 4.7.0 " + text + ", try again later\r\n"
+		switch l.cfg.Protocol {
+		case ProtocolIMAP:
+			msg = "* BYE [UNAVAILABLE] " + text + ", try again later\r\n"
+		case ProtocolPOP3:
+			msg = "-ERR [SYS/TEMP] " + text + ", try again later\r\n"
+		}
 		raw.SetWriteDeadline(time.Now().Add(time.Second))
-		raw.Write([]byte("421 4.7.0 " + text + ", try again later\r\n"))
+		raw.Write([]byte(msg))
 	}
 	raw.Close()
 }
