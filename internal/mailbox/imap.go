@@ -258,7 +258,7 @@ func (ss *session) readIMAP() (tag, name string, args []string, err error) {
 	rest := string(line)
 	tag, rest, _ = strings.Cut(rest, " ")
 	name, rest, _ = strings.Cut(rest, " ")
-	if !validTag(tag) || !isAlpha(name) {
+	if !validTag(tag) || !isAlpha(name) || strings.Contains(rest, " HTTP/") {
 		return "", "", nil, errSyntax
 	}
 	name = strings.ToUpper(name)

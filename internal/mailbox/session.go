@@ -324,10 +324,7 @@ func (ss *session) splice(backend net.Conn, br *bufio.Reader, idle time.Duration
 		// backend -> client
 		n, err := copyIdle(clientWriter{ss}, br, backend, idle)
 		m.bytes.WithLabelValues(proto, "out").Add(float64(n))
-		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-			ss.setEnd("timeout")
-		}
-		ss.setEnd("backend_closed")
+		ss.endSplice(err, "backend_error")
 		ss.closeAll()
 	}()
 	// client -> backend
@@ -335,12 +332,23 @@ func (ss *session) splice(backend net.Conn, br *bufio.Reader, idle time.Duration
 	n, err := copyIdle(w, ss.r, ss.conn, idle)
 	ss.bytesIn.Add(n)
 	m.bytes.WithLabelValues(proto, "in").Add(float64(n))
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		ss.setEnd("timeout")
-	}
-	ss.setEnd("client_closed")
+	ss.endSplice(err, "client_error")
 	ss.closeAll()
 	wg.Wait()
+}
+
+// endSplice names how the copy ended: either side closing cleanly (the
+// usual end of LOGOUT or QUIT) is "logout", silence past the idle limit is
+// "timeout", anything else failed on one side. The first to end decides.
+func (ss *session) endSplice(err error, failed string) {
+	switch {
+	case err == nil:
+		ss.setEnd("logout")
+	case isTimeout(err):
+		ss.setEnd("timeout")
+	default:
+		ss.setEnd(failed)
+	}
 }
 
 // copyIdle copies from r (reading conn, whose read deadline it slides by
