@@ -28,7 +28,7 @@ import (
 // Dovecot whose passwd file has alice, and whose Maildir holds one message.
 type mailboxGuard struct {
 	*TLSGuard
-	dv                        *auditDovecot
+	dv                       *auditDovecot
 	IMAPS, IMAP, POP3S, POP3 string
 }
 
@@ -571,5 +571,3 @@ func containsPrefix(list []string, p string) bool {
 	}
 	return false
 }
-
-
