@@ -258,7 +258,7 @@ func (ss *session) readIMAP() (tag, name string, args []string, err error) {
 	rest := string(line)
 	tag, rest, _ = strings.Cut(rest, " ")
 	name, rest, _ = strings.Cut(rest, " ")
-	if !validTag(tag) || !isAlpha(name) || strings.Contains(rest, " HTTP/") {
+	if !validTag(tag) || !isAlpha(name) || httpRequest(line) {
 		return "", "", nil, errSyntax
 	}
 	name = strings.ToUpper(name)
@@ -352,6 +352,13 @@ func validTag(t string) bool {
 		}
 	}
 	return true
+}
+
+// httpRequest reports whether line looks like an HTTP request line (a
+// browser made to talk to a mail port, the cross-protocol attacks).
+func httpRequest(line []byte) bool {
+	i := strings.LastIndexByte(string(line), ' ')
+	return i > 0 && strings.HasPrefix(string(line[i+1:]), "HTTP/")
 }
 
 func isAlpha(s string) bool {

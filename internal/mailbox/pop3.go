@@ -37,7 +37,7 @@ func (ss *session) pop3() {
 			return
 		}
 		word, arg, _ := strings.Cut(string(line), " ")
-		if !isAlpha(word) || len(word) > 4 || strings.Contains(arg, " HTTP/") {
+		if !isAlpha(word) || len(word) > 4 || httpRequest(line) {
 			ss.setEnd("protocol_error")
 			ss.reply("-ERR Protocol error\r\n")
 			return

@@ -43,12 +43,12 @@ const (
 	pop3Idle = 10 * time.Minute
 )
 
-// Sizes that bound a session's memory before login: a command line, a
-// literal (LOGIN's user or password), and the copy buffers after it.
+// Sizes that bound a session's memory: a command line (and the buffer of
+// each leg's reader, through which bytes are copied after login) and a
+// literal (LOGIN's user or password).
 const (
 	maxLine    = 4096
 	maxLiteral = 1024
-	copyBuffer = 16 << 10
 	// maxBad bounds the unknown or malformed commands before login.
 	maxBad = 3
 )
