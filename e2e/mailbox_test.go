@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tlsguard/tlsguard/audit"
 )
 
 // mailboxGuard is tlsguard with four mailbox listeners in front of a
@@ -44,7 +46,20 @@ const (
 // mailbox_backend addresses when not "" (a server that is down).
 func startMailboxGuard(t *testing.T, extraYAML, backend string) *mailboxGuard {
 	t.Helper()
-	dv, _ := identityDovecot(t)
+	return startMailboxGuardWith(t, extraYAML, func(dv *auditDovecot, _ *auditPKI) string {
+		imapAddr, pop3Addr := net.JoinHostPort(dv.Host, strconv.Itoa(dv.IMAP)), net.JoinHostPort(dv.Host, strconv.Itoa(dv.POP3))
+		if backend != "" {
+			imapAddr, pop3Addr = backend, backend
+		}
+		return fmt.Sprintf("mailbox_backend:\n  imap: %q\n  pop3: %q\n  tls: none\n  timeout: 5s\n", imapAddr, pop3Addr)
+	})
+}
+
+// startMailboxGuardWith is startMailboxGuard with the mailbox_backend
+// section (and any backend keys it needs) written by mailbox.
+func startMailboxGuardWith(t *testing.T, extraYAML string, mailbox func(dv *auditDovecot, pki *auditPKI) string) *mailboxGuard {
+	t.Helper()
+	dv, pki := identityDovecot(t)
 	dovecotMessage(t, dv, mbUser, "1", mbSubject)
 	m := &mailboxGuard{dv: dv, IMAPS: loopbackAddr(t), IMAP: loopbackAddr(t), POP3S: loopbackAddr(t), POP3: loopbackAddr(t)}
 	listeners := fmt.Sprintf(`  - name: imaps
@@ -64,17 +79,15 @@ func startMailboxGuard(t *testing.T, extraYAML, backend string) *mailboxGuard {
     protocol: pop3
     tls: starttls
 `, m.IMAPS, m.IMAP, m.POP3S, m.POP3)
-	imapAddr, pop3Addr := net.JoinHostPort(dv.Host, strconv.Itoa(dv.IMAP)), net.JoinHostPort(dv.Host, strconv.Itoa(dv.POP3))
-	if backend != "" {
-		imapAddr, pop3Addr = backend, backend
-	}
-	mailbox := fmt.Sprintf("mailbox_backend:\n  imap: %q\n  pop3: %q\n  tls: none\n  timeout: 5s\n", imapAddr, pop3Addr)
 	pf := startPostfix(t)
 	m.TLSGuard = startGuardEdited(t, pf.Addr, func(cfg string) string {
 		cfg = strings.Replace(cfg, "listeners:\n", "listeners:\n"+listeners, 1)
+		// The CA of Dovecot's certificate, for a TLS leg to it; the SMTP
+		// backend's leg stays plaintext.
+		cfg = strings.Replace(cfg, "  timeout: 30s\n", fmt.Sprintf("  timeout: 30s\n  tls_ca_file: %q\n", pki.CAFile), 1)
 		return regexp.MustCompile(`(?m)^auth:\n  users_file: .*\n`).ReplaceAllLiteralString(cfg,
 			fmt.Sprintf("auth:\n  sources:\n    - dovecot:\n        socket: %q\n", dv.AuthSocket))
-	}, mailbox+extraYAML)
+	}, mailbox(dv, pki)+extraYAML)
 	for _, a := range []string{m.IMAPS, m.IMAP, m.POP3S, m.POP3} {
 		if err := waitListening(a, m.exited, guardStartTimeout); err != nil {
 			t.Fatalf("tlsguard: %v\n%s", err, m.Log())
@@ -462,6 +475,37 @@ func TestMailboxThrottleSharedWithSMTP(t *testing.T) {
 	expectLogLine(t, m.TLSGuard, "login failed", `"protocol":"imap"`, `"throttled":true`)
 }
 
+// The leg to the mailbox server may use TLS, implicit or STARTTLS/STLS,
+// with its certificate checked (backend.tls_ca_file, against the host of
+// the mailbox address):
+// Dovecot logs the logins as made over TLS.
+func TestMailboxBackendTLS(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"implicit", "starttls"} {
+		t.Run(mode, func(t *testing.T) {
+			m := startMailboxGuardWith(t, "", func(dv *auditDovecot, pki *auditPKI) string {
+				imapPort, pop3Port := dv.IMAPS, dv.POP3S
+				if mode == "starttls" {
+					imapPort, pop3Port = dv.IMAP, dv.POP3
+				}
+				return fmt.Sprintf("mailbox_backend:\n  imap: \"%s:%d\"\n  pop3: \"%s:%d\"\n  tls: %s\n", dv.Host, imapPort, dv.Host, pop3Port, mode)
+			})
+			for _, tc := range []struct{ addr, proto string }{{m.IMAPS, "imap"}, {m.POP3S, "pop3"}} {
+				s := runMailboxClient(t, m, tc.addr, "--proto", tc.proto, "--mode", "implicit", "--user", mbUser, "--password", mbPass)
+				if s["fetch"].Subject != mbSubject {
+					t.Errorf("%s: fetch %+v", tc.proto, s["fetch"])
+				}
+			}
+			log := readFile(filepath.Join(m.dv.Dir, "dovecot.log"))
+			for _, proto := range []string{"imap", "pop3"} {
+				if !regexp.MustCompile(proto + `-login: Info: Login: user=<alice>.*TLS`).MatchString(log) {
+					t.Errorf("no %s login over TLS in Dovecot's log:\n%s", proto, log)
+				}
+			}
+		})
+	}
+}
+
 // A mailbox server that is down gives the client a temporary failure
 // after the password was checked (IMAP NO [UNAVAILABLE], POP3 -ERR
 // [SYS/TEMP]); the session stays usable.
@@ -570,4 +614,34 @@ func containsPrefix(list []string, p string) bool {
 		}
 	}
 	return false
+}
+
+// `tlsguard audit` against tlsguard's own mailbox ports grades them OK:
+// STARTTLS offered, no login before TLS, injection discarded, TLS 1.2+
+// with a valid certificate.
+func TestMailboxAuditIsClean(t *testing.T) {
+	t.Parallel()
+	m := startMailboxGuard(t, "", "")
+	caFile := auditLongLivedCert(t, m.TLSGuard)
+	d := auditStartDNS(t, `mail.example.org. 300 IN A 127.0.0.1`)
+	imap, imaps, pop3, pop3s := auditPort(t, m.IMAP), auditPort(t, m.IMAPS), auditPort(t, m.POP3), auditPort(t, m.POP3S)
+	r := auditRun(t, "mail.example.org", "--resolver", d.Addr, "--ports", "imap="+imap+",imaps="+imaps+",pop3="+pop3+",pop3s="+pop3s,
+		"--ca-file", caFile, "--timeout", auditServerTimeout)
+	r.expect(t, "imap/"+imap+" starttls", audit.OK, "offered")
+	r.expect(t, "imap/"+imap+" login before tls", audit.OK, "PRIVACYREQUIRED", "LOGINDISABLED")
+	r.expect(t, "pop3/"+pop3+" starttls", audit.OK, "STLS offered")
+	r.expect(t, "pop3/"+pop3+" login before tls", audit.OK)
+	r.expect(t, "imap/"+imap+" starttls injection", audit.OK)
+	r.expect(t, "pop3/"+pop3+" starttls injection", audit.OK)
+	for _, svc := range []string{"imap/" + imap, "imaps/" + imaps, "pop3/" + pop3, "pop3s/" + pop3s} {
+		r.expect(t, svc+" tls", audit.OK, "TLS 1.3")
+		r.expect(t, svc+" certificate", audit.OK, "valid for mail.example.org")
+		r.expect(t, svc+" tls versions", audit.OK, "refuses TLS 1.0, TLS 1.1")
+	}
+	for _, f := range r.Report.Findings {
+		if f.Grade == audit.Warning || f.Grade == audit.Fail {
+			t.Errorf("%s: %s: %s", f.Check, f.Grade, f.Detail)
+		}
+	}
+	r.expectExit(t, 0)
 }

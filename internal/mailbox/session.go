@@ -227,7 +227,7 @@ func (ss *session) finish() {
 	ss.srv.log.Info("mailbox session", zap.String("session", ss.c.ID), zap.String("listener", ss.c.Listener),
 		zap.String("protocol", string(ss.c.Protocol)), zap.Stringer("client_ip", ss.c.ClientIP), zap.String("user", user),
 		zap.String("tls", tlsField), zap.Int64("bytes_in", ss.bytesIn.Load()), zap.Int64("bytes_out", ss.bytesOut.Load()),
-		zap.Duration("duration", time.Since(ss.start)), zap.String("end", end))
+		zap.Duration("duration_ms", time.Since(ss.start)), zap.String("end", end))
 }
 
 // login is the outcome of a login attempt for a protocol to answer.
