@@ -179,7 +179,8 @@ func runMailboxClient(t *testing.T, m *mailboxGuard, addr string, args ...string
 // capabilities without STARTTLS. Each session leaves one log line.
 func TestMailboxPythonClients(t *testing.T) {
 	t.Parallel()
-	m := startMailboxGuard(t, "", "")
+	admin := loopbackAddr(t)
+	m := startMailboxGuard(t, fmt.Sprintf("admin:\n  address: %q\n", admin), "")
 	for _, tc := range []struct {
 		name, addr, proto, mode, mech string
 	}{
@@ -219,6 +220,24 @@ func TestMailboxPythonClients(t *testing.T) {
 	expectLogLine(t, m.TLSGuard, "login succeeded", `"protocol":"pop3"`, `"mechanism":"PLAIN"`, `"source":"dovecot"`)
 	if strings.Contains(m.Log(), mbPass) {
 		t.Error("the password is in tlsguard's log")
+	}
+	_, body := httpGet(t, "http://"+admin+"/metrics")
+	for _, want := range []struct {
+		name   string
+		labels []string
+		value  float64
+	}{
+		{"tlsguard_mailbox_logins_total", []string{"listener", "imaps", "protocol", "imap", "mechanism", "LOGIN", "result", "success"}, 1},
+		{"tlsguard_mailbox_logins_total", []string{"listener", "pop3", "protocol", "pop3", "mechanism", "PLAIN", "result", "success"}, 1},
+		{"tlsguard_mailbox_sessions_total", []string{"listener", "imap", "protocol", "imap", "end", "logout"}, 2},
+		{"tlsguard_mailbox_sessions_open", []string{"protocol", "imap"}, 0},
+	} {
+		if got := metricValue(body, want.name, want.labels...); got != want.value {
+			t.Errorf("%s%v = %v, want %v", want.name, want.labels, got, want.value)
+		}
+	}
+	if got := metricValue(body, "tlsguard_mailbox_bytes_total", "protocol", "pop3", "direction", "out"); got <= 0 {
+		t.Errorf("tlsguard_mailbox_bytes_total pop3 out = %v", got)
 	}
 }
 
