@@ -145,16 +145,18 @@ func (l *listener) prepare(raw net.Conn) {
 
 // serveMailbox hands an admitted IMAP or POP3 connection to package
 // mailbox, which does its TLS (implicit or STARTTLS) and protocol; the
-// session's slots are given back when it ends.
+// session's slots are given back when it ends (after login it runs in
+// goroutines of its own).
 func (l *listener) serveMailbox(c net.Conn, ip netip.Addr) {
 	l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Inc()
 	l.srv.metrics.sessionsTotal.WithLabelValues(l.cfg.Name).Inc()
-	defer func() {
-		l.srv.sessions.release(l.cfg.Name, ip)
-		l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Dec()
-	}()
+	l.wg.Add(1)
 	l.srv.mailbox.Serve(mailbox.Conn{Conn: c, ID: newSessionID(), Listener: l.cfg.Name, Protocol: mailbox.Protocol(l.cfg.Protocol),
-		Implicit: l.cfg.TLS == TLSImplicit, ClientIP: ip})
+		Implicit: l.cfg.TLS == TLSImplicit, ClientIP: ip, Done: func() {
+			l.srv.sessions.release(l.cfg.Name, ip)
+			l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Dec()
+			l.wg.Done()
+		}})
 }
 
 // talksEarly waits up to d for the client to send anything before it was

@@ -113,17 +113,43 @@ func TestQuote(t *testing.T) {
 	}
 }
 
-// copyIdle copies everything and ends cleanly at EOF.
+// copyIdle copies what the reader holds, then everything the connection
+// brings, waiting in between, and ends cleanly at EOF; over TCP (waiting
+// for the socket without a buffer) and over a pipe (one byte, then the
+// rest).
 func TestCopyIdle(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return
+		}
+		c.Write([]byte(strings.Repeat("x", 100000)))
+		time.Sleep(50 * time.Millisecond)
+		c.Write([]byte("y"))
+		c.Close()
+	}()
+	tcp, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
 	a, b := net.Pipe()
 	go func() {
-		b.Write([]byte(strings.Repeat("x", 10000)))
+		b.Write([]byte(strings.Repeat("x", 1000)))
 		b.Close()
 	}()
-	var sb strings.Builder
-	n, err := copyIdle(&sb, bufio.NewReaderSize(a, 16), a, time.Second)
-	if err != nil || n != 10000 || sb.Len() != 10000 {
-		t.Fatalf("copied %d (%d), err %v", n, sb.Len(), err)
+	for name, conn := range map[string]net.Conn{"tcp": tcp, "pipe": a} {
+		var sb strings.Builder
+		pending := bufio.NewReader(strings.NewReader("held"))
+		pending.Peek(4)
+		n, err := copyIdle(&sb, pending, conn, time.Second)
+		want := map[string]int{"tcp": 100005, "pipe": 1004}[name]
+		if err != nil || n != int64(want) || sb.Len() != want || !strings.HasPrefix(sb.String(), "heldx") {
+			t.Errorf("%s: copied %d (%d), err %v", name, n, sb.Len(), err)
+		}
 	}
-
 }

@@ -126,30 +126,41 @@ type Conn struct {
 	Implicit bool
 	// ClientIP is the client's address (from the PROXY header if any).
 	ClientIP netip.Addr
+	// Done, if set, is called once the session has ended.
+	Done func()
 }
 
-// Serve runs one session to its end and closes c.
+// Serve runs one session up to login and, after it, starts the copy in
+// goroutines of its own and returns; c.Done is called (if set) once the
+// session has ended and c is closed.
 func (s *Server) Serve(c Conn) {
 	ss := newSession(s, c)
 	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	s.sessions[ss] = struct{}{}
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		ss.srv.cfg.Metrics.open.WithLabelValues(string(c.Protocol)).Inc()
 		ss.goodbye()
 		ss.finish()
 		return
 	}
-	s.sessions[ss] = struct{}{}
+	if !ss.run() {
+		ss.finish()
+	}
+}
+
+// remove forgets an ended session.
+func (s *Server) remove(ss *session) {
+	s.mu.Lock()
+	delete(s.sessions, ss)
+	if len(s.sessions) == 0 {
+		s.empty.Broadcast()
+	}
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.sessions, ss)
-		if len(s.sessions) == 0 {
-			s.empty.Broadcast()
-		}
-		s.mu.Unlock()
-	}()
-	ss.run()
-	ss.finish()
+	if ss.c.Done != nil {
+		ss.c.Done()
+	}
 }
 
 // Shutdown waits for the open sessions to end until ctx is done, then tells

@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -41,6 +42,7 @@ type session struct {
 	bytesIn  atomic.Int64
 	bytesOut atomic.Int64
 	loggedIn bool
+	async    bool // the copy goroutines finish the session
 }
 
 func newSession(s *Server, c Conn) *session {
@@ -49,13 +51,13 @@ func newSession(s *Server, c Conn) *session {
 	return ss
 }
 
-// run speaks the protocol until the session ends.
-func (ss *session) run() {
+// run speaks the protocol up to login; true means the copy after login
+// runs on and will finish the session.
+func (ss *session) run() bool {
 	ss.srv.cfg.Metrics.open.WithLabelValues(string(ss.c.Protocol)).Inc()
-	defer ss.srv.cfg.Metrics.open.WithLabelValues(string(ss.c.Protocol)).Dec()
 	if ss.c.Implicit {
 		if !ss.handshake(ss.c.Conn) {
-			return
+			return false
 		}
 	}
 	switch ss.c.Protocol {
@@ -64,6 +66,7 @@ func (ss *session) run() {
 	case POP3:
 		ss.pop3()
 	}
+	return ss.async
 }
 
 // handshake starts TLS on raw, bounded by the handshake timeout.
@@ -80,7 +83,9 @@ func (ss *session) handshake(raw net.Conn) bool {
 		ss.srv.log.Debug("TLS handshake failed", zap.String("session", ss.c.ID), zap.String("listener", ss.c.Listener), zap.Error(err))
 		return false
 	}
+	ss.wmu.Lock() // goodbye may write from another goroutine
 	ss.conn = tc
+	ss.wmu.Unlock()
 	// A new reader: bytes the client sent behind STARTTLS, in plaintext,
 	// are dropped with the old one (RFC 9051 6.2.1, RFC 2595 4: the
 	// injection class of CVE-2011-0411).
@@ -177,8 +182,9 @@ func (ss *session) goodbye() {
 }
 
 // closeAll closes the client and backend connections, which ends any copy.
+// The client's TCP connection is closed below TLS: a close_notify would
+// have to wait for a write in progress.
 func (ss *session) closeAll() {
-	ss.conn.Close()
 	ss.c.Conn.Close()
 	ss.mu.Lock()
 	b := ss.backend
@@ -211,9 +217,12 @@ func (ss *session) endFromError(err error) {
 	}
 }
 
-// finish closes everything and writes the session's log line.
+// finish closes everything, writes the session's log line and tells the
+// listener the session is over.
 func (ss *session) finish() {
 	ss.closeAll()
+	ss.srv.cfg.Metrics.open.WithLabelValues(string(ss.c.Protocol)).Dec()
+	defer ss.srv.remove(ss)
 	ss.setEnd("client_closed")
 	ss.mu.Lock()
 	end, user := ss.end, ss.user
@@ -311,30 +320,39 @@ func (ss *session) check(mech, identity, user, pass string) login {
 // splice copies bytes both ways between the logged-in client and backend
 // until either side ends or stays silent for idle. Bytes the client sent
 // behind its login are in ss.r and go first; likewise br for the backend.
+// The copy runs in two new goroutines, and the session's own goroutine
+// (whose stack grew through TLS handshakes and the login) ends; the last
+// copy to stop finishes the session.
 func (ss *session) splice(backend net.Conn, br *bufio.Reader, idle time.Duration) {
 	ss.mu.Lock()
 	ss.loggedIn = true
 	ss.mu.Unlock()
+	ss.async = true
 	proto := string(ss.c.Protocol)
 	m := ss.srv.cfg.Metrics
-	var wg sync.WaitGroup
-	wg.Add(1)
+	cr, client := ss.r, ss.conn
+	ss.r = nil // the copy drains and drops the readers
+	var left atomic.Int32
+	left.Store(2)
+	done := func() {
+		ss.closeAll()
+		if left.Add(-1) == 0 {
+			ss.finish()
+		}
+	}
 	go func() {
-		defer wg.Done()
-		// backend -> client
+		defer done()
 		n, err := copyIdle(clientWriter{ss}, br, backend, idle)
 		m.bytes.WithLabelValues(proto, "out").Add(float64(n))
 		ss.endSplice(err, "backend_error")
-		ss.closeAll()
 	}()
-	// client -> backend
-	w := deadlineWriter{backend, ss.srv.cfg.Backend.Timeout}
-	n, err := copyIdle(w, ss.r, ss.conn, idle)
-	ss.bytesIn.Add(n)
-	m.bytes.WithLabelValues(proto, "in").Add(float64(n))
-	ss.endSplice(err, "client_error")
-	ss.closeAll()
-	wg.Wait()
+	go func() {
+		defer done()
+		n, err := copyIdle(deadlineWriter{backend, ss.srv.cfg.Backend.Timeout}, cr, client, idle)
+		ss.bytesIn.Add(n)
+		m.bytes.WithLabelValues(proto, "in").Add(float64(n))
+		ss.endSplice(err, "client_error")
+	}()
 }
 
 // endSplice names how the copy ended: either side closing cleanly (the
@@ -351,28 +369,93 @@ func (ss *session) endSplice(err error, failed string) {
 	}
 }
 
-// copyIdle copies from r (reading conn, whose read deadline it slides by
-// idle before every read) to w straight out of r's buffer: a session holds
-// no copy buffer of its own, so an idle one (IMAP IDLE for 30 minutes)
-// costs only the two readers it had anyway.
-func copyIdle(w io.Writer, r *bufio.Reader, conn net.Conn, idle time.Duration) (int64, error) {
+// copyBufs hold bytes only while they move from one leg to the other.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// longAgo is a read deadline in the past: a read then returns only what
+// is already at hand.
+var longAgo = time.Unix(1, 0)
+
+// copyIdle copies from conn to w, what pending holds first, sliding conn's
+// read deadline by idle before each wait. While it waits it holds no
+// buffer, so a session idle for 30 minutes (IMAP IDLE) costs little more
+// than its connections: on a TCP connection it waits until the socket is
+// readable (waitReadable); on TLS it reads one byte, after which the rest
+// of the record is already decrypted and read with a deadline in the past.
+// A buffer from copyBufs carries each burst.
+func copyIdle(w io.Writer, pending *bufio.Reader, conn net.Conn, idle time.Duration) (int64, error) {
 	var total int64
+	if n := pending.Buffered(); n > 0 {
+		b, _ := pending.Peek(n)
+		if _, err := w.Write(b); err != nil {
+			return 0, err
+		}
+		total = int64(n)
+	}
+	rc := rawConn(conn)
+	_, plainTCP := conn.(*net.TCPConn)
+	holdWhileIdle := rc == nil && plainTCP // where waitReadable is missing
+	var one [1]byte
 	for {
 		conn.SetReadDeadline(time.Now().Add(idle))
-		if _, err := r.Peek(1); err != nil {
-			if err == io.EOF {
-				return total, nil
+		head := 0
+		switch {
+		case holdWhileIdle:
+		case rc != nil:
+			if err := waitReadable(rc); err != nil {
+				return total, err
 			}
-			return total, err
+		default:
+			n, err := conn.Read(one[:])
+			if n == 0 {
+				if err == io.EOF {
+					return total, nil
+				}
+				if err != nil {
+					return total, err
+				}
+				continue
+			}
+			head = 1
+			conn.SetReadDeadline(longAgo)
 		}
-		b, _ := r.Peek(r.Buffered())
-		n, err := w.Write(b)
-		r.Discard(n)
-		total += int64(n)
+		bp := copyBufs.Get().(*[]byte)
+		buf := *bp
+		buf[0] = one[0]
+		n, err := conn.Read(buf[head:])
+		if head == 1 && isTimeout(err) {
+			err = nil // nothing more at hand
+		}
+		if n += head; n > 0 {
+			_, werr := w.Write(buf[:n])
+			total += int64(n)
+			if werr != nil {
+				copyBufs.Put(bp)
+				return total, werr
+			}
+		}
+		copyBufs.Put(bp)
+		if err == io.EOF {
+			return total, nil
+		}
 		if err != nil {
 			return total, err
 		}
 	}
+}
+
+// rawConn is conn's file descriptor access when it is a plain TCP
+// connection, for waitReadable; nil for TLS (and other wrappers).
+func rawConn(conn net.Conn) syscall.RawConn {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok || !canWaitReadable {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // deadlineWriter bounds each write to the backend.
