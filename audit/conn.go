@@ -7,19 +7,20 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/textproto"
 	"os"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tlsguard/tlsguard/internal/smtpwire"
 )
 
 // conn is a line-oriented client connection (SMTP, IMAP or POP3) in which
 // every read and write has its own deadline, and which can be upgraded to
-// TLS in place.
+// TLS in place. The wire work is internal/smtpwire's.
 type conn struct {
-	nc      net.Conn
-	text    *textproto.Conn
+	nc      net.Conn // w's connection: TLS once up
+	w       *smtpwire.Conn
 	timeout time.Duration
 	stop    func() bool // detaches the context watcher
 }
@@ -43,8 +44,7 @@ func dial(ctx context.Context, addr string, timeout time.Duration) (*conn, error
 		}
 		return nil, fmt.Errorf("connecting to %s: %w", addr, err)
 	}
-	c := &conn{nc: nc, timeout: timeout}
-	c.text = textproto.NewConn(nc)
+	c := &conn{nc: nc, w: smtpwire.New(nc, timeout), timeout: timeout}
 	c.stop = context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	return c, nil
 }
@@ -60,8 +60,6 @@ func (c *conn) Close() error {
 	return c.nc.Close()
 }
 
-func (c *conn) arm() { c.nc.SetDeadline(time.Now().Add(c.timeout)) }
-
 // localLiteral is the EHLO address literal of our end of the connection.
 func (c *conn) localLiteral() string {
 	ap, err := netip.ParseAddrPort(c.nc.LocalAddr().String())
@@ -73,8 +71,7 @@ func (c *conn) localLiteral() string {
 
 // writeLine sends one line, CRLF added.
 func (c *conn) writeLine(format string, args ...any) error {
-	c.arm()
-	if err := c.text.PrintfLine(format, args...); err != nil {
+	if err := c.w.WriteLine(fmt.Sprintf(format, args...)); err != nil {
 		return fmt.Errorf("writing to %s: %w", c.nc.RemoteAddr(), err)
 	}
 	return nil
@@ -82,8 +79,7 @@ func (c *conn) writeLine(format string, args ...any) error {
 
 // readLine reads one line, CRLF removed.
 func (c *conn) readLine() (string, error) {
-	c.arm()
-	line, err := c.text.ReadLine()
+	line, err := c.w.ReadLine()
 	if err != nil {
 		return "", fmt.Errorf("reading from %s: %w", c.nc.RemoteAddr(), err)
 	}
@@ -93,12 +89,11 @@ func (c *conn) readLine() (string, error) {
 // smtpReply reads one SMTP reply, multi-line or not (RFC 5321 4.2.1). The
 // text of continuation lines is joined with "\n".
 func (c *conn) smtpReply() (int, string, error) {
-	c.arm()
-	code, msg, err := c.text.ReadResponse(0)
+	r, err := c.w.ReadReply()
 	if err != nil {
-		return code, msg, fmt.Errorf("reading reply from %s: %w", c.nc.RemoteAddr(), err)
+		return r.Code, r.Text(), fmt.Errorf("reading reply from %s: %w", c.nc.RemoteAddr(), err)
 	}
-	return code, msg, nil
+	return r.Code, r.Text(), nil
 }
 
 // smtpCmd sends one SMTP command and reads its reply.
@@ -112,16 +107,12 @@ func (c *conn) smtpCmd(format string, args ...any) (int, string, error) {
 // startTLS runs a TLS client handshake over the connection, bounded by the
 // timeout, and replaces the reader and writer with the encrypted ones.
 func (c *conn) startTLS(ctx context.Context, cfg *tls.Config) (tls.ConnectionState, error) {
-	tc := tls.Client(c.nc, cfg)
-	hctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	c.nc.SetDeadline(time.Now().Add(c.timeout))
-	if err := tc.HandshakeContext(hctx); err != nil {
+	tc, err := c.w.Upgrade(ctx, cfg)
+	if err != nil {
 		return tls.ConnectionState{}, fmt.Errorf("TLS handshake with %s: %w", c.nc.RemoteAddr(), err)
 	}
 	c.stop()
 	c.nc = tc
-	c.text = textproto.NewConn(tc)
 	c.stop = context.AfterFunc(ctx, func() { tc.NetConn().SetDeadline(time.Unix(1, 0)) })
 	return tc.ConnectionState(), nil
 }
@@ -129,7 +120,7 @@ func (c *conn) startTLS(ctx context.Context, cfg *tls.Config) (tls.ConnectionSta
 // buffered reports whether the server sent bytes we have not read yet; used
 // to notice a reply to STARTTLS followed by more plaintext.
 func (c *conn) buffered() int {
-	return c.text.R.Buffered()
+	return c.w.Buffered()
 }
 
 // describeDialError turns a dial error into the detail of a port finding.

@@ -76,8 +76,7 @@ func (a *auditor) checkSTARTTLSInjection(ctx context.Context, svc Service) Findi
 		return untested(fmt.Errorf("%s has no STARTTLS", svc.Name))
 	}
 
-	c.arm()
-	if _, err := c.nc.Write([]byte(pair)); err != nil {
+	if _, err := c.w.Write([]byte(pair)); err != nil {
 		return untested(err)
 	}
 	if err := upgraded(); err != nil {
@@ -99,8 +98,8 @@ func (a *auditor) checkSTARTTLSInjection(ctx context.Context, svc Service) Findi
 		f.Grade, f.Detail = OK, "the handshake failed when plaintext followed STARTTLS, so nothing can be injected ("+err.Error()+")"
 		return f
 	}
-	c.nc.SetDeadline(time.Now().Add(min(injectionWait, a.cfg.Timeout)))
-	line, err := c.text.ReadLine()
+	c.w.SetTimeout(min(injectionWait, a.cfg.Timeout))
+	line, err := c.w.ReadLine()
 	switch {
 	case err == nil:
 		f.Grade = Fail

@@ -93,6 +93,11 @@ func newACMESource(ctx context.Context, a *ACME, opts Options, log *zap.Logger) 
 		return nil, fmt.Errorf("%s: %w", storageDir, err)
 	}
 
+	var storage certmagic.Storage = &certmagic.FileStorage{Path: storageDir}
+	storageName := storageDir
+	if opts.Storage != nil {
+		storage, storageName = opts.Storage, fmt.Sprint(opts.Storage)
+	}
 	s := &acmeSource{names: names, log: log}
 	s.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) {
@@ -102,7 +107,7 @@ func newACMESource(ctx context.Context, a *ACME, opts Options, log *zap.Logger) 
 		Logger:             log.Named("cache"),
 	})
 	s.cfg = certmagic.New(s.cache, certmagic.Config{
-		Storage:           &certmagic.FileStorage{Path: storageDir},
+		Storage:           storage,
 		DefaultServerName: defaultName,
 		// Like the static source: an unknown SNI name (an alias, an IP)
 		// gets the default certificate rather than a failed handshake, so
@@ -144,7 +149,7 @@ func newACMESource(ctx context.Context, a *ACME, opts Options, log *zap.Logger) 
 		zap.Strings("names", names),
 		zap.String("ca", a.caURL()),
 		zap.String("challenge", a.challenge()),
-		zap.String("storage", storageDir))
+		zap.String("storage", storageName))
 	if err := s.cfg.ManageSync(ctx, names); err != nil {
 		s.close()
 		return nil, fmt.Errorf("tls.acme: no certificate could be obtained and none is stored: %w", err)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/tlsguard/tlsguard/internal/yamlx"
@@ -65,6 +66,11 @@ type Options struct {
 	// Logger receives certificate events under the name "certs". Nil means
 	// no logging.
 	Logger *zap.Logger
+	// Storage, if set, keeps the ACME account, certificates, keys, locks
+	// and challenge tokens instead of the files under StateDir/acme: a
+	// fleet shares one (internal/cluster), so that one instance orders
+	// and any instance answers a challenge.
+	Storage certmagic.Storage
 }
 
 // Validate checks the section without touching the disk or network. The

@@ -100,6 +100,16 @@ func (m *Manager) ServerConfig() *tls.Config {
 	return m.tlsConfig
 }
 
+// SetSessionTicketKeys makes every listener encrypt TLS session tickets with
+// keys[0] and accept tickets under any of keys, so that a ticket minted by
+// one instance of a fleet resumes on another (RFC 8446 4.6.1); Go's own
+// per-process rotation stops. It is safe during handshakes.
+func (m *Manager) SetSessionTicketKeys(keys [][32]byte) {
+	if len(keys) > 0 {
+		m.tlsConfig.SetSessionTicketKeys(keys)
+	}
+}
+
 // Reload re-reads the static certificate files. If any pair fails to load,
 // the error names the file, nothing changes and the old certificates stay
 // in use; the caller logs it. With the ACME or self-signed source it does nothing (certmagic

@@ -200,3 +200,28 @@ func TestContractShippedExampleConfig(t *testing.T) {
 		t.Errorf("relay without login: RCPT reply %q, want %q", got, relayDenied)
 	}
 }
+
+// postfix-backend.sh start refuses a port another process already holds,
+// instead of saying the backend listens there.
+func TestPostfixBackendScriptRefusesBusyPort(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "postfix")
+	if os.Geteuid() != 0 {
+		t.Skip("e2e/postfix-backend.sh needs root")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	script, _ := filepath.Abs("postfix-backend.sh")
+	b := &readmeBackend{script: script, base: filepath.Join(t.TempDir(), "backend")}
+	out, err := b.run(t, "start", fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
+	if err == nil || strings.Contains(out, "listening") || !strings.Contains(out, "already in use") {
+		t.Errorf("start on a busy port: %v\n%s", err, out)
+	}
+	if st, _ := b.run(t, "status"); !strings.Contains(st, "not running") {
+		b.run(t, "stop")
+		t.Errorf("a Postfix was left running: %s", st)
+	}
+}

@@ -1,10 +1,11 @@
 package e2e
 
 // The deployment examples: the Dockerfile, docker-compose.yml and
-// deploy/tlsguard.service. This machine has no Docker engine, so the image
-// is reproduced by hand: the same static build, the same file layout under a
-// temporary root, the same user (distroless nonroot, uid 65532), the same
-// command line and HEALTHCHECK, in front of the test Postfix.
+// deploy/tlsguard.service, without a Docker engine (container_test.go runs
+// them in one, in the slow suite): the image is reproduced by hand: the same
+// static build, the same file layout under a temporary root, the same user
+// (distroless nonroot, uid 65532), the same command line and HEALTHCHECK,
+// in front of the test Postfix.
 
 import (
 	"bytes"
@@ -30,7 +31,7 @@ import (
 const (
 	deployNonrootUID = 65532 // distroless's nonroot user and group
 	// The build command of the Dockerfile; the test builds with the same flags.
-	deployBuildLine = `CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/tlsguard ./cmd/tlsguard`
+	deployBuildLine = `CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags="-s -w -X main.version=$VERSION -X main.commit=$COMMIT" -o /out/tlsguard ./cmd/tlsguard`
 	// shutdown_grace's default (README).
 	deployDefaultGrace = 30 * time.Second
 )

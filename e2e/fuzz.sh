@@ -21,7 +21,7 @@ targets=(
 	"./policy FuzzParsePolicy"           # the policy loader
 	"./internal/yamlx FuzzYAMLXDecode"   # strict YAML decoding (config and policy)
 	"./cmd/tlsguard FuzzLoadConfig"      # the config loader
-	"./proxy FuzzNormalizer"             # DATA/BDAT normalisation (SMTP smuggling)
+	"./internal/upstream FuzzNormalizer" # DATA/BDAT normalisation (SMTP smuggling)
 	"./proxy FuzzSASL"                   # AUTH PLAIN (go-sasl) and LOGIN (ours) through Session.Auth
 )
 

@@ -7,7 +7,9 @@
 #           started), swaks + libnet-ssleay-perl (its TLS), apache2-utils
 #           (htpasswd), python3, openssl, ca-certificates, nmap, and what
 #           e2e/testdata/*/APT-PACKAGES list (Dovecot for the audit and
-#           identity tests, OpenLDAP for the identity tests)
+#           identity tests, OpenLDAP for the identity tests; docker.io,
+#           docker-compose, debootstrap, qemu-user-static for the slow
+#           container test)
 #   Go:     Pebble v2.10.1, the ACME test CA, into $(go env GOPATH)/bin
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -202,8 +201,7 @@ log: {level: debug}
 `, filepath.Join(dir, "state"), direct, directTLS, pki.CertFile, pki.KeyFile, pf.Addr, pol))
 	g := startBinary(t, cfg, direct)
 
-	hcfg := filepath.Join(dir, "haproxy.cfg")
-	writeFile(t, hcfg, fmt.Sprintf(`global
+	runHAProxy(t, haproxy, dir, fmt.Sprintf(`global
   maxconn 100
 defaults
   mode tcp
@@ -220,17 +218,7 @@ backend guard
   server g1 %s send-proxy-v2 source 127.0.0.1
 backend guardtls
   server g2 %s send-proxy-v2 source 127.0.0.1
-`, front, frontTLS, direct, directTLS))
-	hp := exec.Command(haproxy, "-db", "-f", hcfg)
-	hlog, _ := os.Create(filepath.Join(dir, "haproxy.log"))
-	hp.Stdout, hp.Stderr = hlog, hlog
-	if err := hp.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hp.Process.Kill(); hp.Wait(); hlog.Close() })
-	if err := waitListening(front, nil, 10*time.Second); err != nil {
-		t.Fatalf("haproxy: %v\n%s", err, readFile(filepath.Join(dir, "haproxy.log")))
-	}
+`, front, frontTLS, direct, directTLS), front)
 
 	relay := func(t *testing.T, c *smtpConn, want string) {
 		t.Helper()

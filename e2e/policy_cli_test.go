@@ -6,6 +6,7 @@ package e2e
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -186,4 +187,92 @@ func TestPolicyCheckRefusesOpenRelay(t *testing.T) {
 	if want := open + ": open relay: the policy lets an unauthenticated client at 203.0.113.7"; !strings.Contains(errOut, want) {
 		t.Errorf("stderr lacks %q:\n%s", want, errOut)
 	}
+}
+
+// Three quarters of IPv4, trusted in three pieces that all miss the
+// documentation address, is refused by the self-test (one probe per public
+// /8), and each piece is named in a warning.
+func TestPolicyCheckRefusesBroadTrust(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	wide := filepath.Join(dir, "wide.yaml")
+	writeFile(t, wide, "local_domains: [example.org]\ntrusted_networks: [0.0.0.0/1, 128.0.0.0/2, 192.0.0.0/8]\n")
+	code, out, errOut := runGuardCmd(t, "policy", "check", wide)
+	if code != 1 || strings.Contains(out, ": ok") {
+		t.Fatalf("three quarters of IPv4 trusted: exit %d, stdout %q", code, out)
+	}
+	if want := wide + ": open relay: the policy lets an unauthenticated client at "; !strings.Contains(errOut, want) {
+		t.Errorf("stderr lacks the self-test's refusal %q:\n%s", want, errOut)
+	}
+	for i, n := range []string{"0.0.0.0/1", "128.0.0.0/2", "192.0.0.0/8"} {
+		if want := fmt.Sprintf("warning: %s:2: trusted_networks[%d]: %s is broader than a /16 of public addresses", wide, i, n); !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q", want)
+		}
+	}
+
+	// Broad but missed by every probe: accepted, with the loud warning.
+	broad := filepath.Join(dir, "broad.yaml")
+	writeFile(t, broad, "local_domains: [example.org]\ntrusted_networks: [\"85.0.0.0/15\", \"2a01::/24\", 10.0.0.0/8]\n")
+	code, out, _ = runGuardCmd(t, "policy", "check", broad)
+	if code != 0 || !strings.Contains(out, ": ok") {
+		t.Fatalf("broad policy: exit %d", code)
+	}
+	for _, want := range []string{"85.0.0.0/15 is broader than a /16", "2a01::/24 is broader than a /32"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "10.0.0.0/8 is broader") {
+		t.Error("a private range was warned about as public")
+	}
+}
+
+// --help is a request, not a mistake: exit 0 for every command, and a
+// subcommand's help is its own.
+func TestCLIHelp(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--help"}, {"serve", "--help"}, {"healthcheck", "--help"}, {"audit", "--help"}, {"version", "--help"},
+		{"policy", "--help"}, {"policy", "check", "--help"}, {"policy", "explain", "--help"}, {"policy", "test", "--help"},
+	} {
+		code, out, errOut := runGuardCmd(t, args...)
+		if code != 0 {
+			t.Errorf("tlsguard %s: exit %d", strings.Join(args, " "), code)
+		}
+		if len(args) == 3 && args[0] == "policy" {
+			all := out + errOut
+			for _, sub := range []string{"check", "explain", "test"} {
+				if got := strings.Contains(all, "tlsguard policy "+sub); got != (sub == args[1]) {
+					t.Errorf("tlsguard policy %s --help: mentions \"tlsguard policy %s\": %v", args[1], sub, got)
+				}
+			}
+		}
+	}
+}
+
+// `policy check policies/*.yaml`, as a shell expands it, also names the
+// cases files: they are skipped with a pointer to `policy test`.
+func TestPolicyCheckSkipsCasesFiles(t *testing.T) {
+	t.Parallel()
+	all, _ := filepath.Glob(filepath.Join("..", "policies", "*.yaml"))
+	code, out, errOut := runGuardCmd(t, append([]string{"policy", "check"}, all...)...)
+	if code != 0 {
+		t.Fatalf("policy check policies/*.yaml: exit %d\n%s", code, errOut)
+	}
+	cases := filepath.Join("..", "policies", "default.cases.yaml")
+	if want := cases + ": skipped: a test table, not a policy (run it with: tlsguard policy test POLICY " + cases + ")"; !strings.Contains(out, want) {
+		t.Errorf("stdout lacks %q", want)
+	}
+	if n := strings.Count(out, ": ok ("); n != len(shippedPolicyFiles(t)) {
+		t.Errorf("%d policies ok, want %d", n, len(shippedPolicyFiles(t)))
+	}
+}
+
+// serve logs the same warning about a broad trusted network that policy
+// check prints.
+func TestServeWarnsBroadTrustedNetwork(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	g := startTLSGuard(t, pf, withTrustedNetworks("85.0.0.0/15"))
+	expectLogLine(t, g, "policy warning", "trusted_networks[0]: 85.0.0.0/15 is broader than a /16 of public addresses")
 }

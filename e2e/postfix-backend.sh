@@ -34,6 +34,11 @@ start() {
 	local port=${1:-2525}
 	need
 	running && die "already running in $base (stop it first)"
+	# Postfix's master starts even when it cannot bind (it only logs the
+	# failure), so a port held by another process is found here.
+	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		die "127.0.0.1:$port is already in use by another process; stop it or give another port: $0 start PORT"
+	fi
 	rm -rf "$base"
 	mkdir -p "$base/conf" "$base/queue" "$base/mail"
 	chmod 755 "$base" "$base/queue" # the postfix user must reach its queue

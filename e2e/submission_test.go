@@ -332,3 +332,33 @@ func expectTLSRequired(t testing.TB, r reply) {
 		t.Fatalf("AUTH before TLS got %q, want 530 5.7.0 or 523 5.7.10", r.raw)
 	}
 }
+
+// The README's row for EHLO before STARTTLS names every extension tlsguard
+// advertises there, in front of the test Postfix (which offers SMTPUTF8 and
+// DSN), so an operator comparing the two finds nothing missing.
+func TestREADMEEHLORowMatchesEHLO(t *testing.T) {
+	t.Parallel()
+	var row string
+	for _, l := range strings.Split(readFile("../README.md"), "\n") {
+		if strings.HasPrefix(l, "| EHLO before STARTTLS |") {
+			row = l
+		}
+	}
+	if row == "" {
+		t.Fatal("README.md: no row for EHLO before STARTTLS")
+	}
+	pf := startPostfix(t)
+	g := startTLSGuard(t, pf)
+	c := dialSMTP(t, g.Submission)
+	ehlo := c.ehlo("client.example.net")
+	for i, l := range ehlo.lines {
+		if f := strings.Fields(l); i > 0 && len(f) > 0 && !strings.Contains(row, f[0]) {
+			t.Errorf("EHLO advertises %q; the README row does not name %s: %s", l, f[0], row)
+		}
+	}
+	for _, ext := range []string{"SMTPUTF8", "DSN", "LIMITS"} {
+		if _, ok := ehlo.extension(ext); !ok {
+			t.Errorf("EHLO in front of Postfix lacks %s: %q", ext, ehlo.raw)
+		}
+	}
+}

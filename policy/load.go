@@ -176,6 +176,9 @@ func Parse(file string, data []byte) (*Policy, error) {
 		}
 		seenNet[e.prefix] = i
 		p.trusted = append(p.trusted, e.prefix)
+		if w := broadNetwork(e.prefix); w != "" {
+			p.warnings = append(p.warnings, fmt.Sprintf("%s:%d: %s: %s", file, e.line, key, w))
+		}
 	}
 	p.localSource = b.source(f.Pos, "local_domains")
 	p.trustedSource = b.source(f.Pos, "trusted_networks")

@@ -53,11 +53,34 @@ const DefaultMaxCounterKeys = 100_000
 //
 // Counters are safe for concurrent use.
 type Counters struct {
-	mu  sync.Mutex
-	max int
-	m   map[rateKey]*list.Element
-	lru list.List // of *counter, most recently used first
+	mu    sync.Mutex
+	max   int
+	m     map[rateKey]*list.Element
+	lru   list.List // of *counter, most recently used first
+	store RateStore // nil: the counts are this process's own
 }
+
+// RateStore keeps the counts of rate limits for a fleet of instances, so
+// that a limit holds across them. Take checks every limit of one MAIL or
+// RCPT and, if none is reached, counts one against each, in one atomic
+// step; refused is the index of the first limit reached (-1: none) and wait
+// how long until it has room. An error means the store did not answer: the
+// in-process counters decide instead, so a limit never lapses.
+type RateStore interface {
+	Take(checks []RateCheck) (refused int, wait time.Duration, err error)
+}
+
+// RateCheck is one rate limit applied to one user or client address.
+type RateCheck struct {
+	Limit  string        // the rate_limits entry's name
+	Kind   string        // "messages" or "recipients"
+	Who    string        // "user:" + the user, or "ip:" + the address (IPv6: its /64)
+	Max    int           // at most Max per Window
+	Window time.Duration // the entry's window
+}
+
+// Share makes the limits count in st (see RateStore); nil: in this process.
+func (c *Counters) Share(st RateStore) { c.store = st }
 
 type rateKey struct {
 	limit string
@@ -135,6 +158,19 @@ func (c *Counters) take(p *Policy, s Session, now time.Time, kind int) Decision 
 	if len(apply) == 0 {
 		return ok
 	}
+	if c.store != nil {
+		if d, answered := c.takeShared(apply, keys, kind); answered {
+			if d.Action != Accept {
+				return d
+			}
+			// Counted here too, so that this instance's own counts hold
+			// should the store go away.
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.count(apply, keys, kind, now)
+			return ok
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, r := range apply {
@@ -153,6 +189,12 @@ func (c *Counters) take(p *Policy, s Session, now time.Time, kind int) Decision 
 			return Decision{Action: TempFail, Reply: rateReply(r, kind, limit, keys[i], wait), Rule: r.name, Source: r.source}
 		}
 	}
+	c.count(apply, keys, kind, now)
+	return ok
+}
+
+// count counts one against each limit in apply; c.mu is held.
+func (c *Counters) count(apply []*rateLimit, keys []rateKey, kind int, now time.Time) {
 	for i, r := range apply {
 		ct := c.get(keys[i], now)
 		ct.roll(now, r.window)
@@ -160,7 +202,38 @@ func (c *Counters) take(p *Policy, s Session, now time.Time, kind int) Decision 
 			ct.cur[kind]++
 		}
 	}
-	return ok
+}
+
+// takeShared asks the store; answered is false when it could not.
+func (c *Counters) takeShared(apply []*rateLimit, keys []rateKey, kind int) (d Decision, answered bool) {
+	checks := make([]RateCheck, len(apply))
+	what := "messages"
+	if kind == countRecipients {
+		what = "recipients"
+	}
+	for i, r := range apply {
+		limit := r.messages
+		if kind == countRecipients {
+			limit = r.recipients
+		}
+		who := "ip:" + keys[i].ip.String()
+		if r.per == perUser {
+			who = "user:" + keys[i].user
+		}
+		checks[i] = RateCheck{Limit: r.name, Kind: what, Who: who, Max: limit, Window: r.window}
+	}
+	i, wait, err := c.store.Take(checks)
+	if err != nil {
+		return Decision{}, false
+	}
+	if i < 0 {
+		return Decision{Action: Accept}, true
+	}
+	if wait < time.Second {
+		wait = time.Second
+	}
+	r := apply[i]
+	return Decision{Action: TempFail, Reply: rateReply(r, kind, checks[i].Max, keys[i], wait.Round(time.Second)), Rule: r.name, Source: r.source}, true
 }
 
 // key is the counter key of r for a session; false if r does not apply

@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"sync"
@@ -198,5 +199,52 @@ func BenchmarkCountersMessage(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c.Message(p, s, now)
+	}
+}
+
+// fakeStore answers Take as told and records the checks it got.
+type fakeStore struct {
+	refuse int
+	wait   time.Duration
+	err    error
+	got    [][]policy.RateCheck
+}
+
+func (f *fakeStore) Take(checks []policy.RateCheck) (int, time.Duration, error) {
+	f.got = append(f.got, checks)
+	return f.refuse, f.wait, f.err
+}
+
+// Shared counters: the store decides while it answers (its refusal carries
+// the entry's reply and name), the local counters follow what it accepted,
+// and when it does not answer they decide alone.
+func TestRateLimitShared(t *testing.T) {
+	p := mustParse(t, ratePolicy)
+	c := policy.NewCounters(0)
+	st := &fakeStore{refuse: -1}
+	c.Share(st)
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	carol := policy.Session{User: "carol", ClientIP: netip.MustParseAddr("203.0.113.5")}
+	for range 2 {
+		if d := c.Message(p, carol, now); d.Action != policy.Accept {
+			t.Fatalf("store accepts, yet %v", d)
+		}
+	}
+	if len(st.got) != 2 || len(st.got[0]) != 1 || st.got[0][0] != (policy.RateCheck{Limit: "per-user", Kind: "messages", Who: "user:carol", Max: 3, Window: time.Hour}) {
+		t.Fatalf("checks sent: %+v", st.got)
+	}
+	st.refuse, st.wait = 0, 20*time.Minute
+	d := c.Message(p, carol, now)
+	if d.Action != policy.TempFail || d.Rule != "per-user" || !strings.Contains(d.Reply.String(), "450 4.7.1") || !strings.Contains(d.Reply.String(), "try again in 20m") {
+		t.Fatalf("store refuses: %v %s", d, d.Reply)
+	}
+	// The store is away: the local counters, which followed the two
+	// accepted messages, allow one more of the three.
+	st.refuse, st.err = -1, errors.New("away")
+	if d := c.Message(p, carol, now); d.Action != policy.Accept {
+		t.Fatalf("third message, store away: %v", d)
+	}
+	if d := c.Message(p, carol, now); d.Action != policy.TempFail {
+		t.Fatalf("fourth message, store away: %v, want the local limit", d)
 	}
 }

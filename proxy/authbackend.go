@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/tlsguard/tlsguard/internal/auth"
+	"github.com/tlsguard/tlsguard/internal/upstream"
 )
 
 // BackendAuthenticator checks credentials by AUTH PLAIN against the backend
@@ -16,13 +16,13 @@ import (
 // crosses the backend leg, which must therefore be loopback, a private link,
 // or TLS (backend.tls). It lives here, not in auth, because it dials with
 // the backend leg's own settings.
-type BackendAuthenticator struct{ b *backend }
+type BackendAuthenticator struct{ c *upstream.Client }
 
 var _ auth.Source = (*BackendAuthenticator)(nil)
 
 // NewBackendAuthenticator checks credentials against the backend in cfg.
 func NewBackendAuthenticator(cfg BackendConfig, hostname string) *BackendAuthenticator {
-	return &BackendAuthenticator{b: newBackend(cfg, hostname, nopLogger, nil)}
+	return &BackendAuthenticator{c: newUpstream(cfg, hostname, BareNormalize, nopLogger, nil)}
 }
 
 // Authenticate implements auth.Source: 235 is yes, a 535 (or any 5xx) is a
@@ -30,15 +30,7 @@ func NewBackendAuthenticator(cfg BackendConfig, hostname string) *BackendAuthent
 // user from a wrong password (RFC 4954 6 gives both 535), so the backend is
 // best last in a chain.
 func (a *BackendAuthenticator) Authenticate(ctx context.Context, user, password string) (auth.Identity, error) {
-	bc, err := a.b.dial(ctx)
-	if err != nil {
-		return auth.Identity{}, err
-	}
-	defer bc.quit()
-	if ok, _ := bc.c.Extension("AUTH"); !ok {
-		return auth.Identity{}, errors.New("backend " + a.b.cfg.Address + ": does not offer AUTH")
-	}
-	err = bc.c.Auth(sasl.NewPlainClient("", user, password))
+	err := a.c.Authenticate(ctx, user, password)
 	if err == nil {
 		return auth.Identity{User: user}, nil
 	}

@@ -1,20 +1,18 @@
 package proxy
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// conn wraps a client's TCP connection below TLS. It holds what lives as long
-// as the connection (go-smtp's Session restarts after STARTTLS), and it
-// enforces what go-smtp does not:
+// conn wraps a client's TCP connection below TLS: the deadlines, the
+// batching of replies and the byte counts. It enforces what go-smtp does
+// not:
 //
 //   - outside a message, one deadline per command line: the command timeout
 //     runs from when go-smtp starts reading the line, so a client that
@@ -29,12 +27,11 @@ import (
 //   - closeAfterReply: the next reply written is the last one.
 //
 // It stays below TLS (go-smtp detects TLS by a type check on *tls.Conn).
+// What the connection means (who, the log line, slots) is its
+// sessionRecord's, told through end when the connection closes.
 type conn struct {
 	net.Conn
-	l     *listener
-	id    string
-	ip    netip.Addr
-	start time.Time
+	end connEnd
 
 	idle      atomic.Int64 // current timeout in nanoseconds: per command line, or per read in a message
 	writeIdle time.Duration
@@ -43,39 +40,24 @@ type conn struct {
 	wbuf *[]byte // replies not yet sent; nil when empty (pooled)
 	werr error   // sticky: a write failed, nothing more is sent
 
-	mu            sync.Mutex
-	readErr       error // sticky: set after a timeout
-	startTLSSent  bool  // "220 Ready to start TLS" was written in plaintext
-	lastReply     bool  // close after the next write
-	closed        bool
-	bytesIn       int64
-	bytesOut      int64
-	closeOnce     sync.Once
-	sessionFields sessionSummary
-	sawFirst      bool // the first read from the client has been checked
-	inData        bool // reading a message (DATA or BDAT)
-	timeoutSaid   bool // the timeout was reported once; later reads see EOF
-	upgradeSeen   bool // STARTTLS succeeded and was counted
+	mu          sync.Mutex
+	readErr     error // sticky: set after a timeout
+	lastReply   bool  // close after the next write
+	bytesIn     int64
+	bytesOut    int64
+	closeOnce   sync.Once
+	inData      bool // reading a message (DATA or BDAT)
+	timeoutSaid bool // the timeout was reported once; later reads see EOF
 
 	cmdDeadline time.Time // guarded by mu: when the command line being read must be complete
 }
 
-// sessionSummary collects what the per-session log line reports.
-type sessionSummary struct {
-	user         string
-	tlsVersion   string
-	cipher       string
-	sni          string
-	transactions int
-	accepted     int
-	helo         string
-	endReason    string
+// connEnd is told, once, that a conn closes: released before the last held
+// reply is sent, closed after the socket is closed.
+type connEnd interface {
+	released()
+	closed()
 }
-
-// readyToStartTLS is the plaintext reply go-smtp writes before it starts
-// the handshake: from then on the handshake timeout applies. (A failed
-// handshake closes the connection in go-smtp itself.)
-var readyToStartTLS = []byte("220 2.0.0 Ready to start TLS")
 
 func (c *conn) setIdle(d time.Duration) { c.idle.Store(int64(d)) }
 
@@ -85,6 +67,15 @@ func (c *conn) startCommand() {
 	if d := time.Duration(c.idle.Load()); d > 0 {
 		c.cmdDeadline = time.Now().Add(d)
 	}
+}
+
+// startCommandWithin sets the timeout for command lines to d and starts its
+// clock now, for the line being read or the next.
+func (c *conn) startCommandWithin(d time.Duration) {
+	c.mu.Lock()
+	c.setIdle(d)
+	c.startCommand()
+	c.mu.Unlock()
 }
 
 // SetReadDeadline is how go-smtp (with Server.ReadTimeout set) says that it
@@ -106,17 +97,6 @@ func (c *conn) setData(on bool, idle time.Duration) {
 	c.inData = on
 	c.startCommand()
 	c.mu.Unlock()
-}
-
-// upgraded reports, once, that STARTTLS succeeded on this connection.
-func (c *conn) upgraded() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.startTLSSent || c.upgradeSeen {
-		return false
-	}
-	c.upgradeSeen = true
-	return true
 }
 
 func (c *conn) Read(b []byte) (int, error) {
@@ -144,8 +124,6 @@ func (c *conn) Read(b []byte) (int, error) {
 	c.Conn.SetReadDeadline(deadline)
 	n, err := c.Conn.Read(b)
 	c.mu.Lock()
-	first := !c.sawFirst && n > 0
-	c.sawFirst = c.sawFirst || n > 0
 	c.bytesIn += int64(n)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		// Sticky: nothing more is read from this client. Inside a message
@@ -162,41 +140,11 @@ func (c *conn) Read(b []byte) (int, error) {
 		c.readErr = err
 	}
 	c.mu.Unlock()
-	if first && c.l.cfg.TLS != TLSImplicit && notSMTP(b[:n]) {
-		// A browser or proxy tricked into talking to a mail port
-		// (cross-protocol attacks), or a PROXY header from a peer that is
-		// not a trusted load balancer: hang up, as Postfix does for GET/POST.
-		c.summary(func(s *sessionSummary) { s.endReason = "non-SMTP client" })
-		c.Close()
-		return 0, net.ErrClosed
-	}
 	return n, err
-}
-
-var notSMTPPrefixes = [][]byte{[]byte("GET "), []byte("POST "), []byte("HEAD "), []byte("PUT "),
-	[]byte("CONNECT "), []byte("OPTIONS "), []byte("DELETE "), []byte("PATCH "),
-	[]byte("PROXY "), []byte("\r\n\r\n\x00\r\nQUIT\n")} // PROXY protocol v1, v2
-
-// notSMTP reports whether b starts like an HTTP request line or a PROXY
-// protocol header.
-func notSMTP(b []byte) bool {
-	for _, m := range notSMTPPrefixes {
-		if bytes.HasPrefix(b, m) {
-			return true
-		}
-	}
-	return false
 }
 
 func (c *conn) Write(b []byte) (int, error) {
 	c.mu.Lock()
-	if bytes.HasPrefix(b, readyToStartTLS) {
-		c.startTLSSent = true
-		// The handshake (and the EHLO after it) has its own, shorter bound.
-		c.setIdle(c.l.srv.limits.HandshakeTimeout)
-		c.startCommand()
-		c.l.srv.metrics.startTLS.WithLabelValues(c.l.cfg.Name).Inc()
-	}
 	last := c.lastReply
 	c.mu.Unlock()
 
@@ -261,12 +209,6 @@ func (c *conn) flushWithin(d time.Duration) error {
 	c.wmu.Unlock()
 	c.mu.Lock()
 	c.bytesOut += int64(n)
-	if err != nil && c.sessionFields.endReason == "" {
-		c.sessionFields.endReason = "write failed"
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			c.sessionFields.endReason = "write timeout"
-		}
-	}
 	c.mu.Unlock()
 	if cap(*buf) <= 64<<10 {
 		*buf = (*buf)[:0]
@@ -285,43 +227,42 @@ func (c *conn) closeAfterReply() {
 	c.mu.Unlock()
 }
 
-// summary runs f with the session summary locked.
-func (c *conn) summary(f func(s *sessionSummary)) {
+// byteCounts returns the bytes read from and written to the client so far.
+func (c *conn) byteCounts() (in, out int64) {
 	c.mu.Lock()
-	f(&c.sessionFields)
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	return c.bytesIn, c.bytesOut
+}
+
+// writeErr returns the error that stopped writes to the client, if any.
+func (c *conn) writeErr() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.werr
 }
 
 // closeFlushTimeout bounds the last write to a client, sent after its
 // session slots are given back (crypto/tls gives its close_notify as long).
 const closeFlushTimeout = 5 * time.Second
 
-// Close releases the connection's session slots, sends what is held,
-// closes the connection once and logs the session. The slots go back
-// before the last reply leaves: a client that reads its 221 and connects
-// again at once must find its slot free, or a client that keeps exactly
-// max_sessions_per_ip sessions would now and then be refused. That last
-// write, no longer counted against any limit, gets a bound of its own.
+// Close releases the connection's session slots (c.end.released), sends
+// what is held, closes the connection once and has the session logged
+// (c.end.closed). The slots go back before the last reply leaves: a client
+// that reads its 221 and connects again at once must find its slot free,
+// or a client that keeps exactly max_sessions_per_ip sessions would now and
+// then be refused. That last write, no longer counted against any limit,
+// gets a bound of its own.
 func (c *conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
-		c.mu.Lock()
-		failed := c.startTLSSent && !c.upgradeSeen
-		c.mu.Unlock()
-		if failed {
-			// STARTTLS was accepted but no TLS session followed: the
-			// handshake failed (go-smtp then closes), timed out, or the
-			// client left before its first command inside TLS.
-			c.l.srv.metrics.handshakes.WithLabelValues(c.l.cfg.Name, "starttls", "", "failed").Inc()
-		}
-		c.l.release(c)
+		c.end.released()
 		d := closeFlushTimeout
 		if c.writeIdle > 0 {
 			d = min(d, c.writeIdle)
 		}
 		c.flushWithin(d)
 		err = c.Conn.Close()
-		c.l.closed(c)
+		c.end.closed()
 	})
 	return err
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -87,7 +88,7 @@ func (l *listener) prepare(raw net.Conn) {
 		// A trusted load balancer must send the header. Anyone else is a
 		// direct client and is not made to wait for one (SMTP servers speak
 		// first); a header it sends anyway is caught as a non-SMTP first
-		// line (conn.Read) and the connection closed.
+		// line (firstLine.Read) and the connection closed.
 		pc := proxyproto.NewConn(raw, proxyproto.WithPolicy(proxyproto.REQUIRE), proxyproto.SetReadHeaderTimeout(pp.HeaderTimeout))
 		if _, err := pc.Read(nil); err != nil {
 			l.srv.sessions.releaseSlot(l.cfg.Name)
@@ -111,7 +112,9 @@ func (l *listener) prepare(raw net.Conn) {
 		l.serveMailbox(under, ip)
 		return
 	}
-	c := &conn{Conn: under, l: l, id: newSessionID(), ip: ip, start: time.Now(), writeIdle: l.srv.limits.WriteTimeout}
+	c := &conn{Conn: under, writeIdle: l.srv.limits.WriteTimeout}
+	rec := &sessionRecord{l: l, c: c, id: newSessionID(), ip: ip, start: time.Now()}
+	c.end = rec
 	c.setIdle(l.srv.limits.CommandTimeout)
 	c.startCommand() // the wait for the first command; c is not shared yet
 	l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Inc()
@@ -119,12 +122,12 @@ func (l *listener) prepare(raw net.Conn) {
 	if l.tls == nil {
 		if d := l.cfg.GreetingDelay; d > 0 && talksEarly(under, d) {
 			l.srv.metrics.refused.WithLabelValues(l.cfg.Name, "early_talker").Inc()
-			c.summary(func(s *sessionSummary) { s.endReason = "data before greeting" })
+			rec.summary(func(s *sessionSummary) { s.endReason = "data before greeting" })
 			io.WriteString(c, "554 5.5.1 Protocol error: data sent before the greeting\r\n")
 			c.Close()
 			return
 		}
-		l.hand(c)
+		l.hand(&firstLine{Conn: c, rec: rec}, rec)
 		return
 	}
 	tc := tls.Server(c, l.tls)
@@ -133,14 +136,53 @@ func (l *listener) prepare(raw net.Conn) {
 	cancel()
 	if err != nil {
 		l.srv.metrics.handshakes.WithLabelValues(l.cfg.Name, "implicit", "", "failed").Inc()
-		l.srv.log.Debug("TLS handshake failed", zap.String("session", c.id), zap.String("listener", l.cfg.Name),
-			zap.Stringer("client_ip", c.ip), zap.Error(err))
-		c.summary(func(s *sessionSummary) { s.endReason = "tls handshake failed" })
+		l.srv.log.Debug("TLS handshake failed", zap.String("session", rec.id), zap.String("listener", l.cfg.Name),
+			zap.Stringer("client_ip", rec.ip), zap.Error(err))
+		rec.summary(func(s *sessionSummary) { s.endReason = "tls handshake failed" })
 		c.Close()
 		return
 	}
 	l.srv.metrics.handshakes.WithLabelValues(l.cfg.Name, "implicit", tlsVersionWord(tc.ConnectionState().Version), "ok").Inc()
-	l.hand(tc)
+	l.hand(tc, rec)
+}
+
+// firstLine checks the first bytes a plaintext client sends: a browser or
+// proxy tricked into talking to a mail port (cross-protocol attacks), or a
+// PROXY header from a peer that is not a trusted load balancer, is hung up
+// on, as Postfix does for GET/POST. It sits above the conn, so the check
+// sees what go-smtp would read; STARTTLS wraps it.
+type firstLine struct {
+	net.Conn // the *conn
+	rec      *sessionRecord
+	checked  bool // go-smtp reads from one goroutine at a time
+}
+
+func (f *firstLine) Read(b []byte) (int, error) {
+	n, err := f.Conn.Read(b)
+	if n > 0 && !f.checked {
+		f.checked = true
+		if notSMTP(b[:n]) {
+			f.rec.summary(func(s *sessionSummary) { s.endReason = "non-SMTP client" })
+			f.Conn.Close()
+			return 0, net.ErrClosed
+		}
+	}
+	return n, err
+}
+
+var notSMTPPrefixes = [][]byte{[]byte("GET "), []byte("POST "), []byte("HEAD "), []byte("PUT "),
+	[]byte("CONNECT "), []byte("OPTIONS "), []byte("DELETE "), []byte("PATCH "),
+	[]byte("PROXY "), []byte("\r\n\r\n\x00\r\nQUIT\n")} // PROXY protocol v1, v2
+
+// notSMTP reports whether b starts like an HTTP request line or a PROXY
+// protocol header.
+func notSMTP(b []byte) bool {
+	for _, m := range notSMTPPrefixes {
+		if bytes.HasPrefix(b, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // serveMailbox hands an admitted IMAP or POP3 connection to package
@@ -191,11 +233,14 @@ func (l *listener) refuse(raw net.Conn, ip netip.Addr, reason, text string) {
 	raw.Close()
 }
 
-// hand passes an accepted connection to go-smtp; false once the listener is closed.
-func (l *listener) hand(c net.Conn) bool {
+// hand passes an accepted connection to go-smtp; false once the listener
+// is closed. The record is findable (Server.record) before go-smtp can
+// start a session on c.
+func (l *listener) hand(c net.Conn, rec *sessionRecord) bool {
+	l.srv.track(c, rec)
 	select {
 	case l.out <- c:
-		l.srv.track(c)
+		l.srv.served(rec, c)
 		return true
 	case <-l.done:
 		c.Close()
@@ -204,15 +249,15 @@ func (l *listener) hand(c net.Conn) bool {
 }
 
 // release frees the connection's slots: total, listener and client address.
-func (l *listener) release(c *conn) {
-	l.srv.sessions.release(l.cfg.Name, c.ip)
+func (l *listener) release(r *sessionRecord) {
+	l.srv.sessions.release(l.cfg.Name, r.ip)
 	l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Dec()
 }
 
 // closed forgets a closed connection and writes the per-session log line.
-func (l *listener) closed(c *conn) {
-	l.srv.untrack(c)
-	l.srv.logSession(l.cfg.Name, c)
+func (l *listener) closed(r *sessionRecord) {
+	l.srv.untrack(r)
+	l.srv.logSession(l.cfg.Name, r)
 }
 
 // Accept returns the next admitted connection (already through the TLS

@@ -18,7 +18,7 @@ import (
 // the log.
 func TestReplyBoundary(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
-	s := &session{srv: &Server{log: zap.New(core)}, conn: &conn{id: "sess42"}}
+	s := &session{srv: &Server{log: zap.New(core)}, conn: &sessionRecord{id: "sess42"}}
 
 	if s.reply(nil) != nil {
 		t.Error("reply(nil) is not nil")

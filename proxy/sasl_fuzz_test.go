@@ -103,7 +103,7 @@ func FuzzSASL(f *testing.F) {
 		auth.mu.Lock()
 		auth.calls, auth.ok = nil, false
 		auth.mu.Unlock()
-		s := &session{srv: srv, lc: ListenerConfig{Name: "fuzz", Auth: true}, conn: &conn{ip: ip}}
+		s := &session{srv: srv, lc: ListenerConfig{Name: "fuzz", Auth: true}, conn: &sessionRecord{ip: ip, c: &conn{}}}
 		mech := sasl.Plain
 		if login {
 			mech = sasl.Login

@@ -24,6 +24,7 @@ import (
 
 	"github.com/tlsguard/tlsguard/internal/auth"
 	"github.com/tlsguard/tlsguard/internal/mailbox"
+	"github.com/tlsguard/tlsguard/internal/upstream"
 	"github.com/tlsguard/tlsguard/policy"
 )
 
@@ -237,7 +238,7 @@ type Server struct {
 	log      *zap.Logger
 	policy   atomic.Pointer[policy.Policy]
 	auth     atomic.Pointer[authHolder]
-	backend  *backend
+	backend  *upstream.Client
 	mailbox  *mailbox.Server
 	sessions sessionTable
 	throttle *auth.Throttle
@@ -246,7 +247,7 @@ type Server struct {
 
 	serving   atomic.Bool
 	mu        sync.Mutex
-	open      map[*conn]net.Conn // the outer (TLS or plain) conn of each session
+	open      map[net.Conn]*sessionRecord // by the conn handed to go-smtp
 	servers   []*smtp.Server
 	listeners []*listener
 	retired   []*listener // closed by UpdateListeners; waited for at Shutdown
@@ -278,7 +279,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Backend.check(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, limits: cfg.Limits, log: log, open: map[*conn]net.Conn{}}
+	s := &Server{cfg: cfg, limits: cfg.Limits, log: log, open: map[net.Conn]*sessionRecord{}}
 	s.sessions = sessionTable{perListener: map[string]int{}, perIP: map[netip.Addr]int{}, maxTotal: s.limits.MaxSessions, maxPerIP: s.limits.MaxSessionsPerIP}
 	s.metrics = cfg.Metrics
 	if s.metrics == nil {
@@ -289,7 +290,7 @@ func New(cfg Config) (*Server, error) {
 		FailWindow: s.limits.AuthFailWindow, Remember: s.limits.AuthRemember, MaxConcurrent: s.limits.AuthMaxConcurrent})
 	s.policy.Store(cfg.Policy)
 	s.auth.Store(&authHolder{cfg.Auth})
-	s.backend = newBackend(cfg.Backend, cfg.Hostname, log.Named("backend"), s.metrics)
+	s.backend = newUpstream(cfg.Backend, cfg.Hostname, cfg.BareLineEndings, log.Named("backend"), s.metrics)
 	s.mailbox = mailbox.NewServer(mailbox.Config{Backend: cfg.Mailbox, TLS: cfg.TLS, Hostname: cfg.Hostname,
 		Auth: func() auth.Source { return s.auth.Load().a }, Throttle: s.throttle, AuthFailDelay: s.limits.AuthFailDelay,
 		CommandTimeout: s.limits.CommandTimeout, HandshakeTimeout: s.limits.HandshakeTimeout, WriteTimeout: s.limits.WriteTimeout,
@@ -309,7 +310,7 @@ func (s *Server) SetAuthenticator(a auth.Source) auth.Source {
 // Start learns the backend's extensions, binds every listener (all or none)
 // and serves them in the background.
 func (s *Server) Start(ctx context.Context) error {
-	if err := s.backend.learn(ctx); err != nil {
+	if err := s.backend.Learn(ctx); err != nil {
 		// Not fatal: the backend may come up later. Advertise only what every
 		// backend can take and say so.
 		s.log.Warn("backend not reachable at start; advertising the minimal extension set", zap.String("backend", s.cfg.Backend.Address), zap.Error(err))
@@ -480,22 +481,27 @@ func (s *Server) smtpServer(lc ListenerConfig) *smtp.Server {
 	srv.AllowInsecureAuth = false // AUTH only after TLS: never change this
 	if lc.TLS == TLSStartTLS {
 		srv.TLSConfig = s.cfg.TLS
+		srv.OnStartTLS = func(c *smtp.Conn) {
+			if r := s.record(c.Conn()); r != nil {
+				r.startingTLS()
+			}
+		}
 	}
-	caps := s.backend.capabilities()
-	srv.EnableSMTPUTF8 = caps.smtputf8
+	caps := s.backend.Capabilities()
+	srv.EnableSMTPUTF8 = caps.SMTPUTF8
 	// dsn: none does not advertise DSN, so go-smtp refuses its parameters
 	// (a client sends them only to a server that offers DSN) instead of
 	// accepting requests that would then be dropped.
-	srv.EnableDSN = caps.dsn && s.cfg.DSN != DSNNone
+	srv.EnableDSN = caps.DSN && s.cfg.DSN != DSNNone
 	// REQUIRETLS promises TLS on the next hop: only with a TLS backend leg
 	// that itself offers it.
-	srv.EnableREQUIRETLS = s.cfg.Backend.TLS != TLSNone && caps.requiretls
+	srv.EnableREQUIRETLS = s.cfg.Backend.TLS != TLSNone && caps.RequireTLS
 	return srv
 }
 
 // advertisedSize is our limit, or the backend's if that is smaller.
 func (s *Server) advertisedSize() int64 {
-	if b := s.backend.capabilities().size; b > 0 && b < s.limits.MaxMessageBytes {
+	if b := s.backend.Capabilities().Size; b > 0 && b < s.limits.MaxMessageBytes {
 		return b
 	}
 	return s.limits.MaxMessageBytes
@@ -537,28 +543,47 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, l := range append(s.listeners, s.retired...) {
 		l.wg.Wait()
 	}
-	s.backend.drain()
+	s.backend.Drain()
 	return nil
 }
 
-// track remembers the outer conn of a session handed to go-smtp.
-func (s *Server) track(outer net.Conn) {
-	inner, ok := outer.(*conn)
-	if tc, isTLS := outer.(*tls.Conn); isTLS {
-		inner, ok = tc.NetConn().(*conn)
-	}
-	if !ok {
-		return
-	}
+// track makes r findable by the conn handed to go-smtp (record).
+func (s *Server) track(handed net.Conn, r *sessionRecord) {
 	s.mu.Lock()
-	s.open[inner] = outer
+	r.handed = handed
+	s.open[handed] = r
 	s.mu.Unlock()
 }
 
-func (s *Server) untrack(c *conn) {
+// served marks r as served by go-smtp through outer: shutdown says goodbye
+// on it. After STARTTLS outer is the TLS conn, so the 421 goes inside TLS;
+// the conn handed over never replaces the TLS conn above it.
+func (s *Server) served(r *sessionRecord, outer net.Conn) {
 	s.mu.Lock()
-	delete(s.open, c)
+	if r.outer == nil || outer != r.handed {
+		r.outer = outer
+	}
 	s.mu.Unlock()
+}
+
+func (s *Server) untrack(r *sessionRecord) {
+	s.mu.Lock()
+	if r.handed != nil {
+		delete(s.open, r.handed)
+	}
+	s.mu.Unlock()
+}
+
+// record finds the record of a connection go-smtp serves: the conn handed
+// to it, or after STARTTLS the TLS conn over that one.
+func (s *Server) record(nc net.Conn) *sessionRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.open[nc]
+	if tc, ok := nc.(*tls.Conn); r == nil && ok {
+		r = s.open[tc.NetConn()]
+	}
+	return r
 }
 
 // sayGoodbye tells every open session 421 4.3.2 and closes it. A session in
@@ -567,8 +592,10 @@ func (s *Server) untrack(c *conn) {
 func (s *Server) sayGoodbye() {
 	s.mu.Lock()
 	outers := make([]net.Conn, 0, len(s.open))
-	for _, o := range s.open {
-		outers = append(outers, o)
+	for _, r := range s.open {
+		if r.outer != nil {
+			outers = append(outers, r.outer)
+		}
 	}
 	s.mu.Unlock()
 	for _, o := range outers {
@@ -586,3 +613,7 @@ type zapErrorLog struct{ l *zap.Logger }
 
 func (z zapErrorLog) Printf(format string, v ...any) { z.l.Debug(fmt.Sprintf(format, v...)) }
 func (z zapErrorLog) Println(v ...any)               { z.l.Debug(fmt.Sprintln(v...)) }
+
+// ShareAuth replaces the AUTH throttle's state by a fleet's shared one
+// (before Start): see auth.Throttle.Share.
+func (s *Server) ShareAuth(sh auth.AuthShare) { s.throttle.Share(sh) }

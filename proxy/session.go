@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tlsguard/tlsguard/internal/auth"
+	"github.com/tlsguard/tlsguard/internal/upstream"
 	"github.com/tlsguard/tlsguard/policy"
 )
 
@@ -44,30 +45,28 @@ type smtpBackend struct {
 // NewSession runs at the first EHLO/HELO, and again at the first EHLO after
 // STARTTLS (go-smtp then forgets all earlier state, as RFC 3207 4.2 asks).
 func (b *smtpBackend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	s := &session{srv: b.srv, lc: b.lc, c: c, helo: c.Hostname()}
-	switch nc := c.Conn().(type) {
-	case *tls.Conn:
-		s.conn = nc.NetConn().(*conn)
+	rec := b.srv.record(c.Conn())
+	if rec == nil {
+		return nil, errors.New("proxy: connection not tracked")
+	}
+	s := &session{srv: b.srv, lc: b.lc, c: c, helo: c.Hostname(), conn: rec}
+	if nc, ok := c.Conn().(*tls.Conn); ok {
 		st := nc.ConnectionState()
 		s.tls = &st
-		s.conn.setIdle(b.srv.limits.CommandTimeout)
-		if s.conn.upgraded() {
+		rec.c.setIdle(b.srv.limits.CommandTimeout)
+		if rec.upgradedNow() {
 			// First session after STARTTLS: count the handshake, and let
 			// shutdown write its 421 inside TLS.
 			b.srv.metrics.handshakes.WithLabelValues(b.lc.Name, "starttls", tlsVersionWord(st.Version), "ok").Inc()
-			b.srv.track(nc)
+			b.srv.served(rec, nc)
 		}
-		s.conn.summary(func(sum *sessionSummary) {
+		rec.summary(func(sum *sessionSummary) {
 			sum.tlsVersion = tlsVersionWord(st.Version)
 			sum.cipher = cipherName(st.CipherSuite)
 			sum.sni = st.ServerName
 		})
-	case *conn:
-		s.conn = nc
-	default:
-		return nil, errors.New("proxy: unexpected connection type")
 	}
-	s.conn.summary(func(sum *sessionSummary) { sum.helo = s.helo })
+	rec.summary(func(sum *sessionSummary) { sum.helo = s.helo })
 	return s, nil
 }
 
@@ -76,7 +75,7 @@ type session struct {
 	srv  *Server
 	lc   ListenerConfig
 	c    *smtp.Conn
-	conn *conn
+	conn *sessionRecord       // the client connection, across STARTTLS
 	tls  *tls.ConnectionState // nil before TLS
 	helo string
 
@@ -87,7 +86,7 @@ type session struct {
 	tx        *transaction
 	dataTx    *transaction // the transaction Data is streaming, if any
 	abortData func()       // aborts that stream
-	idle      *backendConn // backend connection kept from the last transaction
+	leg       backendLeg   // this session's use of the backend; nil until needed
 }
 
 var (
@@ -333,7 +332,8 @@ func addressReply(err error) error {
 	return err
 }
 
-// Rcpt judges one recipient and mirrors it to the backend.
+// Rcpt judges one recipient; one the policy accepts goes on to the
+// backend, whose own refusal the client gets verbatim.
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -341,11 +341,6 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if tx == nil {
 		return s.reply(errors.New("RCPT without a transaction"))
 	}
-	defer func() {
-		if tx.bc != nil && !tx.broken {
-			s.holdBackend(tx)
-		}
-	}()
 	rcpt, err := policy.ParseAddress(to, tx.opts.UTF8)
 	if err != nil {
 		tx.note(to, "syntax", err.Error())
@@ -360,130 +355,67 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		tx.note(rcpt.String(), d.Rule, d.Reply.String())
 		return policyReply(d.Reply)
 	}
-	if tx.broken {
+	if tx.up != nil && tx.up.Broken() {
 		return errTxBroken
 	}
 	opts = s.rcptOptions(tx, opts)
-	if tx.bc == nil && len(tx.rcpts) > 0 {
-		// The connection was freed while the client paused (holdBackend):
-		// open the transaction again with the recipients accepted so far.
-		bc, rerr := s.replay(tx)
-		if rerr != nil {
-			s.srv.log.Warn("backend transaction not reopened", zap.String("session", s.conn.id), zap.Error(rerr))
-			tx.broken = true
-			return errBackendFailed
-		}
-		tx.bc = bc
-		err = bc.c.Rcpt(rcpt.String(), opts)
-	} else if tx.bc == nil {
-		// The first accepted recipient opens the backend transaction: MAIL
-		// and this RCPT, in one write when the backend pipelines.
-		var merr error
-		if merr, err = s.openBackend(tx, rcpt.String(), opts); merr != nil {
-			se := backendReply(merr)
-			tx.note(rcpt.String(), d.Rule, replyText(se))
-			return se
-		}
-	} else {
-		err = tx.bc.c.Rcpt(rcpt.String(), opts)
+	if tx.up == nil {
+		// The first accepted recipient begins the backend transaction (its
+		// MAIL goes with this RCPT).
+		tx.up = s.backendLeg().Begin(tx.from.String(), tx.opts, s.class())
 	}
-	if err != nil {
-		se := backendReply(err)
-		if se == errBackendFailed {
-			s.srv.metrics.backendErrors.WithLabelValues("rcpt").Inc()
-			s.srv.log.Warn("backend failed at RCPT", zap.String("session", s.conn.id), zap.Error(err))
-			tx.breakOff()
-		} else {
-			s.srv.metrics.backendReplies.WithLabelValues("rcpt", codeLabel(se.Code)).Inc()
-		}
-		tx.note(rcpt.String(), "backend", replyText(se))
-		return se
+	if err := tx.up.Rcpt(context.Background(), rcpt.String(), opts); err != nil {
+		return s.backendRefused(tx, rcpt, d.Rule, err)
 	}
 	tx.rcpts = append(tx.rcpts, rcpt)
-	tx.rcptOpts = append(tx.rcptOpts, opts)
 	tx.rules = append(tx.rules, d.Rule)
 	return nil
 }
 
-// holdBackend frees the transaction's backend connection if the client
-// sends neither another RCPT nor DATA within SpoolAfter: a client pausing
-// between commands must not hold a backend slot meanwhile. The next RCPT
-// or the end of DATA opens the transaction again (replay). s.mu is held.
-func (s *session) holdBackend(tx *transaction) {
-	after := s.srv.backend.cfg.SpoolAfter
-	tx.lastUse = time.Now()
-	if tx.idleTimer != nil {
-		tx.idleTimer.Reset(after)
-		return
+// backendLeg is this session's use of the backend, started when first
+// needed.
+func (s *session) backendLeg() backendLeg {
+	if s.leg == nil {
+		s.leg = upstreamLeg{s.srv.backend.Leg()}
 	}
-	tx.idleTimer = time.AfterFunc(after, func() {
-		s.mu.Lock()
-		bc := tx.bc
-		if s.tx != tx || bc == nil || time.Since(tx.lastUse) < after {
-			s.mu.Unlock()
-			return
-		}
-		tx.bc = nil
-		s.mu.Unlock()
-		bc.quit() // the backend drops the open transaction
-	})
+	return s.leg
 }
 
-// openBackend takes a backend connection (this session's idle one, one
-// from the pool, or a new one) and sends MAIL and the first RCPT, pipelined
-// (RFC 2920) when the backend offers PIPELINING. mailErr is set when there
-// is no backend transaction (unreachable, or MAIL failed or was refused);
-// rcptErr is RCPT's outcome otherwise. A pooled connection that the backend
-// closed meanwhile fails at MAIL, before anything is committed: it is
-// replaced by a fresh one once.
-func (s *session) openBackend(tx *transaction, rcpt string, opts *smtp.RcptOptions) (mailErr, rcptErr error) {
-	for attempt := 0; ; attempt++ {
-		bc := s.idle
-		s.idle = nil
-		if bc == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.Backend.Timeout)
-			var err error
-			bc, err = s.srv.backend.get(ctx, s.user != "")
-			cancel()
-			if err != nil {
-				s.srv.metrics.backendErrors.WithLabelValues("connect").Inc()
-				s.srv.log.Warn("backend unreachable", zap.String("session", s.conn.id), zap.Error(err))
-				return err, nil
-			}
-		}
-		err, rerr := bc.c.MailRcpt(tx.from.String(), backendMailOptions(bc, tx.opts), rcpt, opts)
-		if err == nil {
-			s.srv.metrics.backendReplies.WithLabelValues("mail", "250").Inc()
-			tx.bc = bc
-			return nil, rerr
-		}
-		bc.abort()
-		if se := backendReply(err); se != errBackendFailed {
-			s.srv.metrics.backendReplies.WithLabelValues("mail", codeLabel(se.Code)).Inc()
-			return err, nil
-		}
-		s.srv.metrics.backendErrors.WithLabelValues("mail").Inc()
-		if !bc.reused || attempt > 0 {
-			s.srv.log.Warn("backend failed at MAIL", zap.String("session", s.conn.id), zap.Error(err))
-			return err, nil
-		}
+// class is whose backend connection slots the session may use.
+func (s *session) class() upstream.Class {
+	if s.user != "" {
+		return upstream.Authenticated
 	}
+	return upstream.Unauthenticated
 }
 
-// backendMailOptions adapts the client's MAIL parameters to bc: a backend
-// that does not offer 8BITMIME gets an 8-bit message undeclared (RFC 6152 3
-// leaves a relay to convert or send as is; go-smtp's client refuses to
-// declare BODY=8BITMIME to such a server), as tlsguard cannot convert it.
-func backendMailOptions(bc *backendConn, opts *smtp.MailOptions) *smtp.MailOptions {
-	if opts.Body != smtp.Body8BitMIME {
-		return opts
+// backendRefused answers a recipient the backend leg did not take: the
+// backend's own refusal verbatim, or 451 4.4.1 when it gave none.
+func (s *session) backendRefused(tx *transaction, rcpt policy.Address, rule string, err error) error {
+	ue, ok := err.(*upstream.Error)
+	if !ok {
+		return errTxBroken
 	}
-	if ok, _ := bc.c.Extension("8BITMIME"); ok {
-		return opts
+	se := backendReply(ue)
+	id := zap.String("session", s.conn.id)
+	switch ue.Stage {
+	case upstream.StageReplay:
+		s.srv.log.Warn("backend transaction not reopened", id, zap.Error(ue.Err))
+		return se
+	case upstream.StageConnect:
+		s.srv.log.Warn("backend unreachable", id, zap.Error(ue.Err))
+	case upstream.StageMail:
+		if ue.Reply == nil {
+			s.srv.log.Warn("backend failed at MAIL", id, zap.Error(ue.Err))
+		}
+	default:
+		if ue.Reply == nil {
+			s.srv.log.Warn("backend failed at RCPT", id, zap.Error(ue.Err))
+		}
+		rule = "backend"
 	}
-	o := *opts
-	o.Body = ""
-	return &o
+	tx.note(rcpt.String(), rule, replyText(se))
+	return se
 }
 
 // Data streams the message to the backend and answers with the backend's
@@ -496,68 +428,58 @@ func (s *session) Data(r io.Reader) error {
 	// it instead (abortData).
 	s.mu.Lock()
 	tx := s.tx
-	if tx == nil || (tx.bc == nil && len(tx.rcpts) == 0) || tx.broken {
+	if tx == nil || tx.up == nil || len(tx.rcpts) == 0 || tx.up.Broken() {
 		s.mu.Unlock()
 		return errTxBroken
 	}
 	s.tx, s.dataTx = nil, tx
-	tx.stopIdleTimer()
 	pipe, _ := r.(*io.PipeReader)
-	bc := tx.bc // nil: freed while the client paused; sent from the spool
+	up := tx.up
 	s.abortData = func() {
 		tx.aborted.Store(true)
 		if pipe != nil {
 			pipe.CloseWithError(smtp.ErrDataReset)
 		}
-		if bc != nil {
-			bc.abort() // unblocks a write to the backend; no final dot is sent
-		}
+		up.Abort() // unblocks a write to the backend; no final dot is sent
 	}
 	s.mu.Unlock()
 
 	s.conn.setData(true, s.srv.limits.DataTimeout)
-	res, n, err := s.forward(tx, s.policyDataLimit(tx, r))
+	res, err := up.Data(context.Background(), receivedHeader(s, tx), s.policyDataLimit(tx, r))
 	s.conn.setData(false, s.srv.limits.CommandTimeout)
+	if res.Latency > 0 {
+		s.srv.metrics.deliveryLatency.WithLabelValues(s.lc.Name).Observe(res.Latency.Seconds())
+	}
+	if err != nil {
+		err = s.dataError(err)
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.dataTx, s.abortData = nil, nil
-	tx.bytes = n
+	tx.bytes = res.Bytes
 	tx.done = true
-	s.srv.metrics.messageBytes.WithLabelValues(s.lc.Name).Add(float64(n))
+	s.srv.metrics.messageBytes.WithLabelValues(s.lc.Name).Add(float64(res.Bytes))
 	if err == nil && tx.aborted.Load() {
 		err = errClientGone
 	}
 	if err != nil {
 		tx.result = replyText(err)
 		s.srv.metrics.messages.WithLabelValues(s.lc.Name, messageOutcome(err)).Inc()
-		if tx.spooled {
+		if res.Spooled {
 			s.srv.metrics.spooled.WithLabelValues(s.lc.Name, messageOutcome(err)).Inc()
 		}
 		s.finishTx(tx)
 		return s.reply(err)
 	}
-	tx.result = replyText(res)
+	tx.result = replyText(res.Reply)
 	tx.delivered = true
 	s.srv.metrics.messages.WithLabelValues(s.lc.Name, "delivered").Inc()
-	if tx.spooled {
+	if res.Spooled {
 		s.srv.metrics.spooled.WithLabelValues(s.lc.Name, "delivered").Inc()
 	}
-	// The backend is in a clean state after a completed DATA: it goes back
-	// to the pool, so a session idle between transactions holds no backend
-	// slot (the pool is last in, first out: this session's next MAIL most
-	// likely gets it back). Without a pool, the session keeps it. The
-	// backend may still close it while idle (its own timeout): reused lets
-	// the next MAIL retry once.
-	if s.srv.backend.cfg.PoolSize > 0 {
-		s.srv.backend.put(tx.bc)
-	} else {
-		s.idle = tx.bc
-		s.idle.reused = true
-	}
-	tx.bc = nil
 	s.finishTx(tx)
-	return res
+	return res.Reply
 }
 
 // messageOutcome classifies a failed DATA for the metrics: the backend or a
@@ -570,161 +492,26 @@ func messageOutcome(err error) string {
 	return "failed"
 }
 
-// forward does the DATA exchange. The returned reply is the backend's 250 as
-// an *smtp.SMTPError (go-smtp's way of sending a custom success text).
-//
-// The message goes normalizer → stuffer → one buffered writer straight to
-// the backend connection, a chunk at a time, the end-of-data dot in the same
-// write as the message's tail; go-smtp's client only sends DATA and reads the
-// reply, so its reader and writer stay in step with the connection.
-func (s *session) forward(tx *transaction, r io.Reader) (*smtp.SMTPError, int64, error) {
-	bc := tx.bc
-	var w *smtp.RawDataCommand
-	var err error
-	if bc != nil {
-		if w, err = bc.c.RawData(); err != nil {
-			se := backendReply(err)
-			tx.breakOff()
-			return nil, 0, se
-		}
-	}
-	bufs := dataBufPool.Get().(*dataBufs)
-	sp := newSpool(s.srv.backend.cfg.SpoolDir)
-	bufs.bw.Reset(sp)
-	defer func() {
-		bufs.bw.Reset(nil)
-		dataBufPool.Put(bufs)
-		sp.Close()
-	}()
-	// A client that has not sent its whole message within SpoolAfter gives
-	// its backend connection up: dropped without the final dot (the backend
-	// discards the transaction), its slot free for others. The message is
-	// kept in the spool and sent on a new connection once complete.
-	var mu sync.Mutex
-	finished, released := false, bc == nil
-	if bc != nil {
-		timer := time.AfterFunc(s.srv.backend.cfg.SpoolAfter, func() {
-			mu.Lock()
-			defer mu.Unlock()
-			if !finished {
-				released = true
-				bc.abort()
-			}
-		})
-		defer timer.Stop()
-	}
-	st := &stuffer{w: bufs.bw}
-	nw := &normalizer{w: st, reject: s.srv.cfg.BareLineEndings == BareReject}
-	_, werr := io.WriteString(st, receivedHeader(s, tx))
-	var n int64
-	if werr == nil {
-		n, err = io.CopyBuffer(nw, r, bufs.copy)
-		if err == nil {
-			err = nw.flush()
-		}
-	}
-	if werr == nil && err == nil {
-		if err = st.end(); err == nil {
-			err = bufs.bw.Flush()
-		}
-	}
-	mu.Lock()
-	finished = true
-	mu.Unlock()
-	if werr != nil || err != nil {
-		// Abort without the final dot: the backend discards the message.
-		tx.breakOff()
-		return nil, n, s.dataError(r, werr, err)
-	}
-	if released {
-		tx.spooled, tx.bc = true, nil
-		if bc, err = s.replay(tx); err != nil {
-			tx.broken = true
-			s.srv.log.Warn("spooled message not sent", zap.String("session", s.conn.id), zap.Error(err))
-			return nil, n, errBackendFailed
-		}
-		tx.bc = bc
-		if w, err = bc.c.RawData(); err != nil {
-			s.srv.log.Warn("spooled message not sent", zap.String("session", s.conn.id), zap.Error(err))
-			tx.breakOff()
-			return nil, n, errBackendFailed
-		}
-	}
-	if _, err := sp.WriteTo(w); err != nil {
-		s.srv.log.Warn("backend failed during DATA", zap.String("session", s.conn.id), zap.Error(err))
-		tx.breakOff()
-		return nil, n, errBackendFailed
-	}
-	sent := time.Now()
-	// RFC 5321 4.5.3.2.6: the server may take 10 minutes to answer the dot
-	// (it scans or queues the message meanwhile). The client waits as long:
-	// nothing is read from or written to it until this reply is there.
-	restore := bc.awaitFinal(s.srv.backend.cfg.DataDoneTimeout)
-	resp, err := w.Response()
-	restore()
-	s.srv.metrics.deliveryLatency.WithLabelValues(s.lc.Name).Observe(time.Since(sent).Seconds())
-	if err != nil {
-		se := backendReply(err)
-		if se == errBackendFailed {
-			s.srv.metrics.backendErrors.WithLabelValues("data").Inc()
-		} else {
-			s.srv.metrics.backendReplies.WithLabelValues("data", codeLabel(se.Code)).Inc()
-		}
-		tx.breakOff()
-		return nil, n, se
-	}
-	s.srv.metrics.backendReplies.WithLabelValues("data", "250").Inc()
-	ec, text, ok := splitEnhanced(flatten(resp.StatusText))
-	if !ok {
-		ec, text = smtp.EnhancedCode{2, 0, 0}, flatten(resp.StatusText)
-	}
-	return &smtp.SMTPError{Code: 250, EnhancedCode: ec, Message: text}, n, nil
-}
-
-// replay opens a new backend transaction for a spooled message: MAIL and
-// the first RCPT pipelined, then the other RCPTs, with the client's
-// parameters. The client was told 250 for each recipient already, so any
-// refusal now is a temporary failure for the whole message (the client
-// retries; nothing was stored). A pooled connection that went stale is
-// replaced once, as in openBackend.
-func (s *session) replay(tx *transaction) (*backendConn, error) {
-	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), s.srv.backend.cfg.Timeout)
-		bc, err := s.srv.backend.get(ctx, s.user != "")
-		cancel()
-		if err != nil {
-			s.srv.metrics.backendErrors.WithLabelValues("connect").Inc()
-			return nil, err
-		}
-		var merr, rerr error
-		if len(tx.rcpts) == 0 {
-			merr = bc.c.Mail(tx.from.String(), tx.opts)
-		} else {
-			merr, rerr = bc.c.MailRcpt(tx.from.String(), tx.opts, tx.rcpts[0].String(), tx.rcptOpts[0])
-		}
-		for i := 1; merr == nil && rerr == nil && i < len(tx.rcpts); i++ {
-			rerr = bc.c.Rcpt(tx.rcpts[i].String(), tx.rcptOpts[i])
-		}
-		if merr == nil && rerr == nil {
-			return bc, nil
-		}
-		bc.abort()
-		if merr != nil && backendReply(merr) == errBackendFailed && bc.reused && attempt == 0 {
-			continue
-		}
-		return nil, fmt.Errorf("replaying the transaction: %w", errors.Join(merr, rerr))
-	}
-}
-
-// dataError chooses the reply for a DATA transfer that could not finish.
-func (s *session) dataError(r io.Reader, werr, err error) error {
+// dataError chooses the reply for a DATA transfer that did not end in the
+// backend's 250.
+func (s *session) dataError(err error) error {
+	id := zap.String("session", s.conn.id)
+	var ue *upstream.Error
 	var se *smtp.SMTPError
 	switch {
-	case werr != nil:
-		s.srv.log.Warn("backend failed during DATA", zap.String("session", s.conn.id), zap.Error(werr))
-		return errBackendFailed
+	case errors.As(err, &ue):
+		switch {
+		case ue.Stage == upstream.StageReplay:
+			s.srv.log.Warn("spooled message not sent", id, zap.Error(ue.Err))
+		case ue.Reply == nil:
+			s.srv.log.Warn("backend failed during DATA", id, zap.Error(ue.Err))
+		}
+		return backendReply(ue)
+	case errors.Is(err, upstream.ErrBroken):
+		return errTxBroken
 	case errors.As(err, &se) && se.Code != 250:
-		// Ours (NUL, bare line endings) or go-smtp's (size exceeded, 552 5.3.4).
+		// Ours (NUL, bare line endings, the policy's size limit) or
+		// go-smtp's (size exceeded, 552 5.3.4).
 		return se
 	case errors.Is(err, smtp.ErrTooLongLine):
 		return errLineTooLong
@@ -735,12 +522,11 @@ func (s *session) dataError(r io.Reader, werr, err error) error {
 	}
 	var ne interface{ Timeout() bool }
 	if errors.As(err, &ne) && ne.Timeout() {
-		s.srv.log.Warn("backend timed out during DATA", zap.String("session", s.conn.id), zap.Error(err))
+		s.srv.log.Warn("backend timed out during DATA", id, zap.Error(err))
 		return errBackendFailed
 	}
-	// A read error from the client (gone mid-DATA) or a write error to the
-	// backend: either way nothing was accepted.
-	s.srv.log.Info("DATA aborted", zap.String("session", s.conn.id), zap.Error(err))
+	// A read error from the client (gone mid-DATA): nothing was accepted.
+	s.srv.log.Info("DATA aborted", id, zap.Error(err))
 	return errBackendFailed
 }
 
@@ -758,9 +544,9 @@ func (s *session) Logout() error {
 	defer s.mu.Unlock()
 	s.stopData()
 	s.endTx("logout")
-	if s.idle != nil {
-		s.srv.backend.put(s.idle)
-		s.idle = nil
+	if s.leg != nil {
+		s.leg.Close()
+		s.leg = nil
 	}
 	return nil
 }
@@ -781,12 +567,10 @@ func (s *session) endTx(why string) {
 		return
 	}
 	s.tx = nil
-	tx.stopIdleTimer()
-	if tx.bc != nil {
+	if tx.up != nil {
 		// MAIL/RCPT were mirrored but no DATA completed: drop that backend
 		// transaction entirely rather than trust an RSET on a legacy server.
-		tx.bc.quit()
-		tx.bc = nil
+		tx.up.Abort()
 	}
 	if !tx.done && why != "" && tx.result == "" {
 		tx.result = "no data (" + why + ")"
@@ -810,19 +594,14 @@ type transaction struct {
 	pol       *policy.Policy // the policy in force when MAIL was given
 	from      policy.Address
 	opts      *smtp.MailOptions
-	rcpts     []policy.Address
-	rcptOpts  []*smtp.RcptOptions // the client's, for a replay
-	rules     []string            // the rule that accepted each recipient
+	rcpts     []policy.Address // accepted by the policy and the backend
+	rules     []string         // the rule that accepted each recipient
 	refused   []refusal
 	check     string       // the check that decided the last recipient (policyRcpt)
 	shadow    []shadowNote // what shadow rules would have decided (bounded)
 	dsnStrip  []string     // DSN parameters not forwarded (DSNMode), for the log
-	bc        *backendConn
-	broken    bool        // the backend leg failed: nothing more can succeed
-	spooled   bool        // its backend connection was freed during DATA
-	idleTimer *time.Timer // frees bc while the client pauses (holdBackend)
-	lastUse   time.Time   // of bc, by this transaction
-	aborted   atomic.Bool // Reset or Logout cut a running transfer short
+	up        backendTx    // from the first accepted recipient on
+	aborted   atomic.Bool  // Reset or Logout cut a running transfer short
 	start     time.Time
 	bytes     int64
 	done      bool
@@ -842,19 +621,4 @@ func (tx *transaction) note(rcpt, rule, reply string) {
 		tx.refused = append(tx.refused, refusal{rcpt, rule, reply, tx.check, len(tx.rcpts)})
 	}
 	tx.check = ""
-}
-
-func (tx *transaction) stopIdleTimer() {
-	if tx.idleTimer != nil {
-		tx.idleTimer.Stop()
-	}
-}
-
-// breakOff drops the backend connection after a failure mid-transaction.
-func (tx *transaction) breakOff() {
-	if tx.bc != nil {
-		tx.bc.abort()
-		tx.bc = nil
-	}
-	tx.broken = true
 }

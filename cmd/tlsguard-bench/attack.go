@@ -40,6 +40,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tlsguard/tlsguard/internal/smtpwire"
 )
 
 // maxSources bounds a -src / -attack-src list (a /16 of loopback).
@@ -350,9 +352,9 @@ func (a *attackers) drip(ctx context.Context, i int) {
 		}
 		if err != nil && ctx.Err() == nil {
 			a.st.errs.add(err)
-			var re *replyError
+			var re *smtpwire.ReplyError
 			if errors.As(err, &re) {
-				a.st.reply(re.code)
+				a.st.reply(re.Code)
 			}
 		}
 		stop()

@@ -43,7 +43,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -63,6 +62,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/tlsguard/tlsguard/internal/smtpwire"
 )
 
 // Bounds on what one run may ask for.
@@ -349,10 +350,9 @@ type client struct {
 // session is one SMTP connection in lock step with the server.
 type session struct {
 	c    *client
-	conn net.Conn
-	r    *bufio.Reader
+	w    *smtpwire.Conn
+	conn net.Conn          // w's connection: TLS once up
 	ext  map[string]string // EHLO keywords (upper case) -> parameters
-	line []byte            // scratch for building commands
 }
 
 // stageError says at which step a session failed; the stage names the
@@ -367,14 +367,6 @@ func (e *stageError) Unwrap() error { return e.err }
 
 func fail(stage string, err error) error { return &stageError{stage, err} }
 
-// replyError is an unexpected SMTP reply.
-type replyError struct {
-	code int
-	text string
-}
-
-func (e *replyError) Error() string { return fmt.Sprintf("%d %s", e.code, e.text) }
-
 // open connects and brings a session to "ready for MAIL FROM".
 func (c *client) open(ctx context.Context) (*session, error) { return c.openFrom(ctx, c.src) }
 
@@ -388,7 +380,7 @@ func (c *client) openFrom(ctx context.Context, src net.IP) (*session, error) {
 	if err != nil {
 		return nil, fail("connect", err)
 	}
-	s := &session{c: c, conn: raw}
+	s := &session{c: c, w: smtpwire.New(raw, c.o.timeout), conn: raw}
 	ok := false
 	defer func() {
 		if !ok {
@@ -396,11 +388,11 @@ func (c *client) openFrom(ctx context.Context, src net.IP) (*session, error) {
 		}
 	}()
 	if c.o.mode == "implicit" {
-		if err := s.handshake(ctx); err != nil {
-			return nil, err
+		tc, err := s.w.Upgrade(ctx, c.tls)
+		if err != nil {
+			return nil, fail("tls handshake", err)
 		}
-	} else {
-		s.r = bufio.NewReaderSize(raw, 4096)
+		s.tlsUp(tc)
 	}
 	if _, _, err := s.expect(220); err != nil {
 		return nil, fail("greeting", err)
@@ -412,15 +404,15 @@ func (c *client) openFrom(ctx context.Context, src net.IP) (*session, error) {
 		if _, ok := s.ext["STARTTLS"]; !ok {
 			return nil, fail("starttls", errors.New("server does not offer STARTTLS"))
 		}
-		if err := s.cmd(220, "STARTTLS"); err != nil {
+		tc, err := s.w.StartTLS(ctx, c.tls)
+		var he *smtpwire.HandshakeError
+		switch {
+		case errors.As(err, &he):
+			return nil, fail("tls handshake", he.Err)
+		case err != nil:
 			return nil, fail("starttls", err)
 		}
-		if s.r.Buffered() > 0 {
-			return nil, fail("starttls", errors.New("server sent data after its STARTTLS reply"))
-		}
-		if err := s.handshake(ctx); err != nil {
-			return nil, err
-		}
+		s.tlsUp(tc)
 		if err := s.ehlo(); err != nil {
 			return nil, err
 		}
@@ -434,15 +426,8 @@ func (c *client) openFrom(ctx context.Context, src net.IP) (*session, error) {
 	return s, nil
 }
 
-// handshake puts TLS on the connection.
-func (s *session) handshake(ctx context.Context) error {
-	tc := tls.Client(s.conn, s.c.tls)
-	hctx, cancel := context.WithTimeout(ctx, s.c.o.timeout)
-	defer cancel()
-	s.conn.SetDeadline(time.Now().Add(s.c.o.timeout))
-	if err := tc.HandshakeContext(hctx); err != nil {
-		return fail("tls handshake", err)
-	}
+// tlsUp counts a TLS session that has just been set up.
+func (s *session) tlsUp(tc *tls.Conn) {
 	st := tc.ConnectionState()
 	s.c.firstTLS.CompareAndSwap(nil, &st)
 	s.c.tlsConns.Add(1)
@@ -450,20 +435,17 @@ func (s *session) handshake(ctx context.Context) error {
 		s.c.resumed.Add(1)
 	}
 	s.conn = tc
-	s.r = bufio.NewReaderSize(tc, 4096)
-	return nil
 }
 
 func (s *session) ehlo() error {
-	_, lines, err := s.send(250, "EHLO "+s.c.o.helo)
+	r, err := s.w.Cmd("EHLO " + s.c.o.helo)
+	if err == nil && r.Code != 250 {
+		err = &smtpwire.ReplyError{Reply: r}
+	}
 	if err != nil {
 		return fail("ehlo", err)
 	}
-	s.ext = map[string]string{}
-	for _, l := range lines[1:] {
-		k, v, _ := strings.Cut(l, " ")
-		s.ext[strings.ToUpper(k)] = v
-	}
+	s.ext = smtpwire.Extensions(r)
 	return nil
 }
 
@@ -474,50 +456,17 @@ func (s *session) cmd(want int, line string) error {
 }
 
 func (s *session) send(want int, line string) (int, []string, error) {
-	s.line = append(append(s.line[:0], line...), '\r', '\n')
-	s.conn.SetDeadline(time.Now().Add(s.c.o.timeout))
-	if _, err := s.conn.Write(s.line); err != nil {
+	if err := s.w.WriteLine(line); err != nil {
 		return 0, nil, err
 	}
 	return s.expect(want)
 }
 
-// expect reads one (possibly multi-line) reply and checks its code.
+// expect reads one (possibly multi-line) reply and checks its code; another
+// code is a *smtpwire.ReplyError.
 func (s *session) expect(want int) (int, []string, error) {
-	s.conn.SetDeadline(time.Now().Add(s.c.o.timeout))
-	var lines []string
-	for {
-		l, err := s.r.ReadSlice('\n')
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				return 0, nil, errors.New("reply line too long")
-			}
-			return 0, nil, err
-		}
-		l = bytes.TrimRight(l, "\r\n")
-		if len(l) < 3 {
-			return 0, nil, fmt.Errorf("malformed reply %q", l)
-		}
-		code, err := strconv.Atoi(string(l[:3]))
-		if err != nil {
-			return 0, nil, fmt.Errorf("malformed reply %q", l)
-		}
-		text := ""
-		if len(l) > 4 {
-			text = string(l[4:])
-		}
-		lines = append(lines, text)
-		if len(l) > 3 && l[3] == '-' {
-			if len(lines) > 100 {
-				return 0, nil, errors.New("reply has too many lines")
-			}
-			continue
-		}
-		if code != want {
-			return code, lines, &replyError{code, strings.Join(lines, " / ")}
-		}
-		return code, lines, nil
-	}
+	r, err := s.w.Expect(want)
+	return r.Code, r.Lines, err
 }
 
 // deliver sends one message: MAIL, RCPT×r, DATA, the message, ".".
@@ -537,8 +486,7 @@ func (s *session) deliver(msg []byte) error {
 	// deadline-refreshed chunks so a slow but moving transfer is not cut.
 	const chunk = 1 << 20
 	for off := 0; off < len(msg); off += chunk {
-		s.conn.SetDeadline(time.Now().Add(s.c.o.timeout))
-		if _, err := s.conn.Write(msg[off:min(off+chunk, len(msg))]); err != nil {
+		if _, err := s.w.Write(msg[off:min(off+chunk, len(msg))]); err != nil {
 			return fail("data write", err)
 		}
 	}

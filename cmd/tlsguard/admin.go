@@ -21,6 +21,9 @@ import (
 // adminMetrics are the process-level metrics that live outside the proxy.
 type adminMetrics struct {
 	reloads *prometheus.CounterVec
+	// clusterDegraded is set by the fleet's Redis client; it stays 0
+	// without cluster:, so an alert on it needs no second form.
+	clusterDegraded prometheus.Gauge
 }
 
 // newRegistry builds the registry with Go and process collectors, the
@@ -30,7 +33,9 @@ func newRegistry(certs func() *certs.Manager) (*prometheus.Registry, *adminMetri
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &adminMetrics{reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tlsguard", Name: "reloads_total",
 		Help: "Reloads by what (policy, users, certificates) and result (ok, failed)."}, []string{"what", "result"})}
-	reg.MustRegister(m.reloads, &expiryCollector{certs: certs})
+	m.clusterDegraded = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tlsguard", Name: "cluster_degraded",
+		Help: "1 while Redis is unreachable and this instance of a fleet keeps its state alone; 0 while it shares, or without cluster."})
+	reg.MustRegister(m.reloads, m.clusterDegraded, &expiryCollector{certs: certs})
 	// Every pair exists from the start at 0, so an alert on failed reloads
 	// sees a series before the first failure.
 	for _, what := range []string{"policy", "users", "certificates"} {
@@ -69,6 +74,10 @@ type readiness struct {
 	certsOK   func() bool
 	backend   string
 	timeout   time.Duration
+	// degraded, if set, reports a fleet instance acting alone: still
+	// ready (its mail path works), with the reason in the body, so that a
+	// load balancer does not drain a whole fleet when Redis goes away.
+	degraded func() (bool, string)
 
 	mu      sync.Mutex
 	checked time.Time
@@ -144,6 +153,12 @@ func serveAdmin(addr string, reg *prometheus.Registry, ready *readiness, log *za
 		if err := ready.check(r.Context()); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
+		}
+		if ready.degraded != nil {
+			if d, why := ready.degraded(); d {
+				io.WriteString(w, "ready, degraded: acting alone, Redis unreachable ("+why+")\n")
+				return
+			}
 		}
 		io.WriteString(w, "ready\n")
 	})

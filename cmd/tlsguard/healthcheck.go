@@ -21,7 +21,7 @@ func runHealthcheck(args []string, stdout, stderr io.Writer) int {
 	url := fs.String("url", "http://127.0.0.1:9587/healthz", "the URL to probe")
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return helpExit(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()

@@ -5,6 +5,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -60,4 +62,14 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-16s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'tlsguard COMMAND -h' for the flags of one command.")
+}
+
+// helpExit is the exit code after a failed flag.Parse: 0 when the user
+// asked for the usage (-h, --help), which the flag package has printed,
+// and 2 for a usage error.
+func helpExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
 }

@@ -18,16 +18,22 @@ func init() {
 	register("policy", "check, explain and test relay policy files", runPolicy)
 }
 
-const policyUsage = `usage:
-  tlsguard policy check FILE...
-      validate policy files; exit 0, or print every error as file:line: key: message and exit 1
-  tlsguard policy explain --policy FILE --from ADDR --to ADDR [--to ADDR...]
+// The usage of each policy subcommand, so that "policy test --help" prints
+// its own and "policy --help" all three.
+const (
+	policyCheckUsage = `  tlsguard policy check FILE...
+      validate policy files and run the open-relay self-test; exit 0, or print
+      every error as file:line: key: message and exit 1. Files named
+      *.cases.yaml are test tables for "policy test" and are skipped
+`
+	policyExplainUsage = `  tlsguard policy explain --policy FILE --from ADDR --to ADDR [--to ADDR...]
                           [--user NAME] [--ip IP] [--tls] [--listener NAME]
                           [--size BYTES] [--prior-recipients N]
                           [--group DN...] [--address ADDR...]
       print the decision, the SMTP reply, the rule (file:line) that decided,
       and why each earlier rule did not match
-  tlsguard policy test FILE CASES.yaml
+`
+	policyTestUsage = `  tlsguard policy test FILE CASES.yaml
       run a table of envelopes with expected decisions; print a diff for each
       failing case; exit 1 if any fails
   tlsguard policy replay --policy CANDIDATE [--current FILE] [--since DURATION]
@@ -36,6 +42,22 @@ const policyUsage = `usage:
       lines (plain or gzip files, - for stdin) under CANDIDATE; print what
       changes; exit 0 when nothing does, 1 when something does, 2 on bad input
 `
+	policyUsage = "usage:\n" + policyCheckUsage + policyExplainUsage + policyTestUsage
+)
+
+// isHelp reports whether args ask for help rather than give operands; a
+// request for help exits 0, a usage error 2.
+func isHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "-h", "-help", "--help":
+			return true
+		case "--":
+			return false
+		}
+	}
+	return false
+}
 
 func runPolicy(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
@@ -72,12 +94,22 @@ func printLoadError(w io.Writer, err error) {
 }
 
 func policyCheck(args []string, stdout, stderr io.Writer) int {
+	if isHelp(args) {
+		fmt.Fprint(stderr, "usage:\n"+policyCheckUsage)
+		return 0
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprint(stderr, policyUsage)
+		fmt.Fprint(stderr, "usage:\n"+policyCheckUsage)
 		return 2
 	}
 	code := 0
 	for _, file := range args {
+		// A shell glob such as policies/*.yaml also names the test tables
+		// that sit beside the policies; they are not policies.
+		if strings.HasSuffix(file, ".cases.yaml") || strings.HasSuffix(file, ".cases.yml") {
+			fmt.Fprintf(stdout, "%s: skipped: a test table, not a policy (run it with: tlsguard policy test POLICY %s)\n", file, file)
+			continue
+		}
 		p, err := policy.Load(file)
 		if err != nil {
 			printLoadError(stderr, err)
@@ -89,6 +121,10 @@ func policyCheck(args []string, stdout, stderr io.Writer) int {
 		if err := p.OpenRelayCheck(nil); err != nil {
 			if !p.AllowOpenRelay() {
 				fmt.Fprintf(stderr, "%s: %v\n", file, err)
+				// The warnings often say why (a trusted network too broad).
+				for _, w := range p.Warnings() {
+					fmt.Fprintf(stderr, "warning: %s\n", w)
+				}
 				code = 1
 				continue
 			}
@@ -126,6 +162,10 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func policyExplain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("policy explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage:\n"+policyExplainUsage+"\nflags:\n")
+		fs.PrintDefaults()
+	}
 	file := fs.String("policy", "", "the policy file")
 	from := fs.String("from", "", `MAIL FROM address ("<>" for the null sender)`)
 	var tos stringList
@@ -140,10 +180,10 @@ func policyExplain(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&groups, "group", "a directory group of the user, as the source reports it (repeat for several; see tlsguard auth test)")
 	fs.Var(&addrs, "address", "an address of the user in the directory, for {addresses} (repeat for several)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return helpExit(err)
 	}
 	if *file == "" || len(tos) == 0 || fs.NArg() > 0 {
-		fmt.Fprint(stderr, "policy explain: --policy, --from and --to are required\n\n", policyUsage)
+		fmt.Fprint(stderr, "policy explain: --policy, --from and --to are required\n\nusage:\n", policyExplainUsage)
 		return 2
 	}
 	var fromSet bool
@@ -242,8 +282,12 @@ func printExplanation(w io.Writer, s policy.Session, env policy.Envelope, rcpt p
 }
 
 func policyTest(args []string, stdout, stderr io.Writer) int {
+	if isHelp(args) {
+		fmt.Fprint(stderr, "usage:\n"+policyTestUsage)
+		return 0
+	}
 	if len(args) != 2 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprint(stderr, policyUsage)
+		fmt.Fprint(stderr, "usage:\n"+policyTestUsage)
 		return 2
 	}
 	p, err := policy.Load(args[0])

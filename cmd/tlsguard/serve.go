@@ -36,7 +36,7 @@ func runServe(args []string, _, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "tlsguard.yaml", "the config file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return helpExit(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "serve: unexpected argument %q\n", fs.Arg(0))
@@ -106,14 +106,30 @@ func serve(cfg *config.Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	fleet, seal, err := a.openCluster()
+	if err != nil {
+		return err
+	}
+	if fleet != nil {
+		defer fleet.Close()
+	}
 	var serverTLS *tls.Config
 	if cfg.NeedsTLS() {
-		a.certs, err = certs.New(ctx, cfg.TLS, certs.Options{Hostname: cfg.Hostname, StateDir: cfg.StateDir, Logger: log})
+		opts := certs.Options{Hostname: cfg.Hostname, StateDir: cfg.StateDir, Logger: log}
+		if st := a.clusterStorage(fleet, seal); st != nil {
+			opts.Storage = st
+		}
+		a.certs, err = certs.New(ctx, cfg.TLS, opts)
 		if err != nil {
 			return fmt.Errorf("certificates: %w", err)
 		}
 		defer a.certs.Close()
 		serverTLS = a.certs.ServerConfig()
+		if cfg.Cluster.Shares(config.ShareSessionTickets) {
+			tickets := fleet.Tickets(seal, a.certs.SetSessionTicketKeys)
+			tickets.Sync()
+			go tickets.Run(ctx)
+		}
 	}
 	backend, err := a.backendConfig()
 	if err != nil {
@@ -140,6 +156,14 @@ func serve(cfg *config.Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	if fleet != nil {
+		if cfg.Cluster.Shares(config.ShareAuthThrottle) {
+			a.srv.ShareAuth(fleet.AuthShare())
+		}
+		if cfg.Cluster.Shares(config.ShareRateLimits) {
+			a.srv.RateCounters().Share(fleet.RateStore())
+		}
+	}
 	if auth == nil {
 		log.Warn("no auth configured (auth.sources, auth.users_file or auth.backend): AUTH is not offered, only local delivery and trusted networks work")
 	}
@@ -155,6 +179,9 @@ func serve(cfg *config.Config, log *zap.Logger) error {
 			certsOK:   func() bool { return a.certs == nil || len(a.certs.Expiry()) > 0 },
 			backend:   cfg.Backend.Address,
 			timeout:   cfg.Backend.Timeout,
+		}
+		if fleet != nil {
+			ready.degraded = fleet.Degraded
 		}
 		stopAdmin, err := serveAdmin(cfg.Admin.Address, reg, ready, log)
 		if err != nil {

@@ -6,14 +6,14 @@ import (
 	"strings"
 )
 
-// Verdict is the outcome of one login attempt checked through the
+// LoginVerdict is the outcome of one login attempt checked through the
 // throttle, for a protocol to turn into its own reply.
-type Verdict int
+type LoginVerdict int
 
 // Verdicts of Throttle.Login.
 const (
 	// LoginOK: the password is right.
-	LoginOK Verdict = iota
+	LoginOK LoginVerdict = iota
 	// LoginFailed: a failure, counted; answer after the failure delay.
 	LoginFailed
 	// LoginFailedOver: a failure that spent the address's (or the user's
@@ -34,7 +34,7 @@ const (
 
 // Outcome is what Throttle.Login found, with what the log needs.
 type Outcome struct {
-	Verdict  Verdict
+	Verdict  LoginVerdict
 	Identity Identity
 	// Reason says why an attempt failed or was refused (never the password).
 	Reason string

@@ -26,14 +26,105 @@ const rememberPerUser = 16
 // client's command timeout (RFC 5321 4.5.3.2.7 gives it minutes).
 const authSlotWait = 5 * time.Second
 
-// verdict is the outcome of a Reservation.
-type verdict int
+// Verdict is the outcome of a reservation.
+type Verdict int
 
 const (
-	granted  verdict = iota
-	spent            // the failures of the window alone reached the limit
-	inFlight         // attempts still being checked hold the rest of the budget
+	Granted  Verdict = iota
+	Spent            // the failures of the window alone reached the limit
+	InFlight         // attempts still being checked hold the rest of the budget
 )
+
+type verdict = Verdict
+
+const (
+	granted  = Granted
+	spent    = Spent
+	inFlight = InFlight
+)
+
+// AuthBudget is one failure budget of the throttle (per address, per user
+// at an address, per user from addresses without history), with the
+// reserve-before-check contract of budget: Reserve pays for an attempt
+// before its check, Refund gives it back, Fail turns it into a failure and
+// reports whether the key reached its limit. The in-process budget is the
+// default; a fleet keeps one shared store instead (ShareAuth), and such a
+// store must answer from the in-process budget it is given when it cannot
+// reach its own: never Granted for want of an answer.
+type AuthBudget interface {
+	Reserve(key string) Verdict
+	Refund(key string)
+	Fail(key string) (over bool)
+	Blocked(key string) bool
+}
+
+// AuthHistory is the good history that exempts an address from the per
+// user budget (see history), shared like AuthBudget.
+type AuthHistory interface {
+	Known(user, addr string) bool
+	Remember(user, addr string)
+}
+
+// AuthShare builds the shared budgets and history of a fleet around the
+// in-process ones; name is "addr", "user_addr" or "user".
+type AuthShare struct {
+	Budget  func(name string, limit int, window time.Duration, local AuthBudget) AuthBudget
+	History func(ttl time.Duration, local AuthHistory) AuthHistory
+}
+
+// Share replaces the throttle's state by the shared one sh builds, each
+// around its in-process counterpart (before the throttle is used).
+func (t *Throttle) Share(sh AuthShare) {
+	lim := t.lim
+	local := func(limit int) *budget { return newBudget(limit, lim.FailWindow, maxThrottleKeys) }
+	if sh.Budget != nil {
+		t.addr = shared{sh.Budget("addr", lim.MaxFailures, lim.FailWindow, local(lim.MaxFailures))}
+		t.userAddr = shared{sh.Budget("user_addr", lim.MaxFailures, lim.FailWindow, local(lim.MaxFailures))}
+		t.user = shared{sh.Budget("user", lim.UserMaxFailures, lim.FailWindow, local(lim.UserMaxFailures))}
+	}
+	if sh.History != nil {
+		t.history = sharedHistory{sh.History(lim.Remember, newHistory(lim.Remember, maxThrottleKeys))}
+	}
+}
+
+// budgeter and rememberer are what authLimits uses of a budget and a
+// history; shared and sharedHistory adapt the exported interfaces.
+type budgeter interface {
+	reserve(key string) verdict
+	refund(key string)
+	fail(key string) bool
+	blocked(key string) bool
+}
+
+type rememberer interface {
+	known(user, addr string) bool
+	remember(user, addr string)
+}
+
+type shared struct{ b AuthBudget }
+
+func (s shared) reserve(key string) verdict { return s.b.Reserve(key) }
+func (s shared) refund(key string)          { s.b.Refund(key) }
+func (s shared) fail(key string) bool       { return s.b.Fail(key) }
+func (s shared) blocked(key string) bool    { return s.b.Blocked(key) }
+
+type sharedHistory struct{ h AuthHistory }
+
+func (s sharedHistory) known(user, addr string) bool { return s.h.Known(user, addr) }
+func (s sharedHistory) remember(user, addr string)   { s.h.Remember(user, addr) }
+
+// The in-process budget and history as AuthBudget and AuthHistory.
+var (
+	_ AuthBudget  = (*budget)(nil)
+	_ AuthHistory = (*history)(nil)
+)
+
+func (b *budget) Reserve(key string) Verdict    { return b.reserve(key) }
+func (b *budget) Refund(key string)             { b.refund(key) }
+func (b *budget) Fail(key string) bool          { return b.fail(key) }
+func (b *budget) Blocked(key string) bool       { return b.blocked(key) }
+func (h *history) Known(user, addr string) bool { return h.known(user, addr) }
+func (h *history) Remember(user, addr string)   { h.remember(user, addr) }
 
 // budget counts AUTH failures per key over a window; an attempt reserves its
 // failure before the check and gets it back if the check succeeds. Memory is
@@ -344,10 +435,11 @@ func (s *slots) acquire(known bool) (func(), bool) {
 // good history itself, and the check slots. It is safe for concurrent use
 // and outlives reloads of the credential sources.
 type Throttle struct {
-	addr     *budget // key: AddrKey
-	userAddr *budget // key: user NUL AddrKey
-	user     *budget // key: user; spent only for addresses without good history
-	history  *history
+	lim      ThrottleLimits
+	addr     budgeter // key: AddrKey
+	userAddr budgeter // key: user NUL AddrKey
+	user     budgeter // key: user; spent only for addresses without good history
+	history  rememberer
 	slots    *slots
 }
 
@@ -364,6 +456,7 @@ type ThrottleLimits struct {
 // NewThrottle builds a throttle; every limit must be positive.
 func NewThrottle(l ThrottleLimits) *Throttle {
 	return &Throttle{
+		lim:      l,
 		addr:     newBudget(l.MaxFailures, l.FailWindow, maxThrottleKeys),
 		userAddr: newBudget(l.MaxFailures, l.FailWindow, maxThrottleKeys),
 		user:     newBudget(l.UserMaxFailures, l.FailWindow, maxThrottleKeys),

@@ -188,10 +188,10 @@ func TestAuthLimitsBudgets(t *testing.T) {
 	clk := newFakeClock()
 	l := NewThrottle(ThrottleLimits{MaxFailures: 2, UserMaxFailures: 3, FailWindow: time.Minute,
 		Remember: time.Hour, MaxConcurrent: 4})
-	for _, b := range []*budget{l.addr, l.userAddr, l.user} {
-		b.now = clk.now
+	for _, b := range []budgeter{l.addr, l.userAddr, l.user} {
+		b.(*budget).now = clk.now
 	}
-	l.history.now = clk.now
+	l.history.(*history).now = clk.now
 
 	l.history.remember("bob", "10.0.0.1")
 	// Guessers at three new addresses spend bob's per-user budget.

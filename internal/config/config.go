@@ -46,6 +46,7 @@ type Config struct {
 	DSN             string         `yaml:"dsn"`
 	ShutdownGrace   time.Duration  `yaml:"shutdown_grace"`
 	Admin           Admin          `yaml:"admin"`
+	Cluster         Cluster        `yaml:"cluster"`
 
 	file string // the config file, absolute
 }
@@ -147,6 +148,65 @@ type Admin struct {
 	Address string `yaml:"address"`
 }
 
+// Cluster is the cluster section: the state a fleet of instances behind a
+// load balancer shares through Redis (docs/scaling.md). Off unless
+// cluster.redis names an address or a sentinel.
+type Cluster struct {
+	Pos   yamlx.Pos
+	Redis Redis `yaml:"redis"`
+	// Share names what is shared: certificates, auth_throttle,
+	// rate_limits, session_tickets.
+	Share []string `yaml:"share"`
+	// KeyFile holds the secret that encrypts certificates' keys, the ACME
+	// account and the ticket keys in Redis; the same file on every
+	// instance.
+	KeyFile string `yaml:"key_file"`
+}
+
+// Redis is cluster.redis: how to reach the shared Redis.
+type Redis struct {
+	Pos          yamlx.Pos
+	Address      string        `yaml:"address"`
+	Sentinel     *Sentinel     `yaml:"sentinel"`
+	Username     string        `yaml:"username"`
+	PasswordFile string        `yaml:"password_file"`
+	TLS          bool          `yaml:"tls"`
+	CAFile       string        `yaml:"ca_file"`
+	KeyPrefix    string        `yaml:"key_prefix"`
+	Timeout      time.Duration `yaml:"timeout"`
+}
+
+// Sentinel is cluster.redis.sentinel: Redis Sentinel finds the master.
+type Sentinel struct {
+	Pos       yamlx.Pos
+	Master    string   `yaml:"master"`
+	Addresses []string `yaml:"addresses"`
+}
+
+// The parts of cluster.share.
+const (
+	ShareCertificates   = "certificates"
+	ShareAuthThrottle   = "auth_throttle"
+	ShareRateLimits     = "rate_limits"
+	ShareSessionTickets = "session_tickets"
+)
+
+// On reports whether a Redis is configured.
+func (c *Cluster) On() bool { return c.Redis.Address != "" || c.Redis.Sentinel != nil }
+
+// Shares reports whether part is shared.
+func (c *Cluster) Shares(part string) bool {
+	if !c.On() {
+		return false
+	}
+	for _, s := range c.Share {
+		if s == part {
+			return true
+		}
+	}
+	return false
+}
+
 // Load reads a config file, decodes it, fills the defaults from Keys,
 // validates it and makes its relative paths absolute against the file's
 // folder. The error lists every problem as file:line: key: message.
@@ -191,6 +251,10 @@ func (c *Config) placeSections(path string) {
 	c.Auth.Pos = c.section(c.Auth.Pos, "auth")
 	c.Auth.placeSources()
 	c.Limits.Pos = c.section(c.Limits.Pos, "limits")
+	c.Cluster.Pos = c.section(c.Cluster.Pos, "cluster")
+	if c.Cluster.Redis.Pos.File == "" {
+		c.Cluster.Redis.Pos = c.Cluster.Pos
+	}
 }
 
 // section returns p, or for a section absent from the file, a position at
@@ -222,6 +286,9 @@ func (c *Config) resolvePaths(dir string) {
 	abs(&c.Policy)
 	c.Auth.resolvePaths(abs)
 	abs(&c.Backend.TLSCAFile)
+	abs(&c.Cluster.KeyFile)
+	abs(&c.Cluster.Redis.PasswordFile)
+	abs(&c.Cluster.Redis.CAFile)
 	c.TLS.ResolvePaths(dir)
 }
 

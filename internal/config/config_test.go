@@ -126,6 +126,10 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"imap with require_tls", "    require_tls: true\n", "    require_tls: true\n    protocol: imap\n", `:10: listeners[1].require_tls: applies to smtp listeners only`},
 		{"bad mailbox backend tls", "policy: policies/default.yaml\n", "policy: policies/default.yaml\nmailbox_backend:\n  imap: \"127.0.0.1:143\"\n  tls: ssl\n", `:30: mailbox_backend.tls: "ssl" is not one of none, starttls, implicit`},
 		{"bad mailbox backend address", "policy: policies/default.yaml\n", "policy: policies/default.yaml\nmailbox_backend:\n  pop3: pop.example.org\n", `:29: mailbox_backend.pop3: "pop.example.org" is not host:port`},
+		{"cluster without key_file", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ncluster:\n  redis: {address: \"127.0.0.1:6379\"}\n", `:29: cluster.key_file: is required to share certificates or session_tickets`},
+		{"cluster address and sentinel", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ncluster:\n  redis:\n    address: \"127.0.0.1:6379\"\n    sentinel: {master: m, addresses: [\"127.0.0.1:26379\"]}\n  share: [rate_limits]\n", `:30: cluster.redis.address: and sentinel are exclusive`},
+		{"cluster bad share", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ncluster:\n  redis: {address: \"127.0.0.1:6379\"}\n  share: [rate_limits, sessions]\n", `:30: cluster.share: "sessions" is not one of certificates, auth_throttle, rate_limits, session_tickets`},
+		{"cluster sentinel without master", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ncluster:\n  redis:\n    sentinel: {addresses: [\"127.0.0.1\"]}\n  share: [rate_limits]\n", `cluster.redis.sentinel.master: is required`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -204,6 +208,28 @@ func TestLoadConfigListenerMaxSessions(t *testing.T) {
 	}
 	if ls := c.ProxyListeners(); ls[2].MaxSessions != 60 || ls[0].MaxSessions != 0 {
 		t.Errorf("listener caps %d, %d; want 60 for mx and 0 (none of its own) for submissions", ls[2].MaxSessions, ls[0].MaxSessions)
+	}
+}
+
+// The cluster section: off by default with every default filled, and its
+// paths made absolute.
+func TestLoadConfigCluster(t *testing.T) {
+	c, err := Load(writeConfig(t, validConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cluster.On() || c.Cluster.Shares(ShareRateLimits) || c.Cluster.Redis.Timeout != 100*time.Millisecond ||
+		c.Cluster.Redis.KeyPrefix != "tlsguard:" || len(c.Cluster.Share) != 4 {
+		t.Errorf("cluster defaults: %+v", c.Cluster)
+	}
+	p := writeConfig(t, validConfig+"cluster:\n  redis: {address: \"127.0.0.1:6379\", password_file: redis.secret}\n  key_file: cluster.key\n  share: [auth_throttle]\n")
+	if c, err = Load(p); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(p)
+	if !c.Cluster.On() || !c.Cluster.Shares(ShareAuthThrottle) || c.Cluster.Shares(ShareCertificates) ||
+		c.Cluster.KeyFile != filepath.Join(dir, "cluster.key") || c.Cluster.Redis.PasswordFile != filepath.Join(dir, "redis.secret") {
+		t.Errorf("cluster: %+v", c.Cluster)
 	}
 }
 

@@ -102,6 +102,7 @@ func (c *Config) KeepRestartOnly(running *Config) []string {
 	// DSN changes what EHLO advertises, fixed per listener at start.
 	keep("dsn", c.DSN != running.DSN, func() { c.DSN = running.DSN })
 	keep("admin", c.Admin != running.Admin, func() { c.Admin = running.Admin })
+	keep("cluster", !equalIgnoringPos(c.Cluster, running.Cluster), func() { c.Cluster = running.Cluster })
 	if c.NeedsTLS() && !running.NeedsTLS() {
 		// A TLS listener needs the certificates that were never loaded.
 		c.Listeners = running.Listeners

@@ -158,6 +158,19 @@ var Keys = []Key{
 	{Name: "log.level", Default: "info"},
 	{Name: "log.format", Default: "json"},
 	{Name: "admin.address"},
+	{Name: "cluster.redis.address"},
+	{Name: "cluster.redis.sentinel.master"},
+	{Name: "cluster.redis.sentinel.addresses"},
+	{Name: "cluster.redis.username"},
+	{Name: "cluster.redis.password_file"},
+	{Name: "cluster.redis.tls", Default: "false"},
+	{Name: "cluster.redis.ca_file"},
+	{Name: "cluster.redis.key_prefix", Default: `"tlsguard:"`},
+	// Redis answers in well under a millisecond on a LAN: 100ms is a
+	// Redis in trouble, and the mail path must not wait on it.
+	{Name: "cluster.redis.timeout", Default: "100ms"},
+	{Name: "cluster.share", Default: "[certificates, auth_throttle, rate_limits, session_tickets]"},
+	{Name: "cluster.key_file"},
 }
 
 // Default returns a config with every default filled in and nothing else:

@@ -17,7 +17,7 @@ func (c *Config) Validate() yamlx.Errors {
 	var errs yamlx.Errors
 	for _, check := range []func() yamlx.Errors{
 		c.validateHostname, c.validateListeners, c.validateTLS, c.validateBackend, c.validateMailboxBackend,
-		c.validateAuth, c.validateTop, c.validateLimits,
+		c.validateAuth, c.validateTop, c.validateLimits, c.validateCluster,
 	} {
 		errs = append(errs, check()...)
 	}
@@ -253,6 +253,60 @@ func (c *Config) validateLimits() yamlx.Errors {
 	}
 	if l.MaxLineLength < 1000 { // 0 was filled in: only a value written can be this
 		errs = append(errs, yamlx.Errorf(l.Pos, "max_line_length", "must be at least 1000 (RFC 5321 4.5.3.1.6)"))
+	}
+	return errs
+}
+
+func (c *Config) validateCluster() yamlx.Errors {
+	var errs yamlx.Errors
+	cl, r := &c.Cluster, &c.Cluster.Redis
+	add := func(pos yamlx.Pos, key, format string, args ...any) {
+		errs = append(errs, yamlx.Errorf(pos, key, format, args...))
+	}
+	seen := map[string]bool{}
+	for _, s := range cl.Share {
+		switch s {
+		case ShareCertificates, ShareAuthThrottle, ShareRateLimits, ShareSessionTickets:
+		default:
+			add(cl.Pos, "share", "%q is not one of certificates, auth_throttle, rate_limits, session_tickets", s)
+		}
+		if seen[s] {
+			add(cl.Pos, "share", "%q is listed twice", s)
+		}
+		seen[s] = true
+	}
+	if !cl.On() {
+		return errs
+	}
+	if r.Address != "" && r.Sentinel != nil {
+		add(r.Pos, "address", "and sentinel are exclusive: one Redis, or the sentinels that find it")
+	}
+	if r.Address != "" {
+		if _, _, err := net.SplitHostPort(r.Address); err != nil {
+			add(r.Pos, "address", "%q is not host:port", r.Address)
+		}
+	}
+	if s := r.Sentinel; s != nil {
+		if s.Master == "" {
+			add(s.Pos, "master", "is required: the name the sentinels monitor")
+		}
+		if len(s.Addresses) == 0 {
+			add(s.Pos, "addresses", "at least one sentinel host:port is required")
+		}
+		for _, a := range s.Addresses {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				add(s.Pos, "addresses", "%q is not host:port", a)
+			}
+		}
+	}
+	if r.Timeout <= 0 {
+		add(r.Pos, "timeout", "must be above zero")
+	}
+	if r.CAFile != "" && !r.TLS {
+		add(r.Pos, "ca_file", "needs tls: true")
+	}
+	if cl.KeyFile == "" && (seen[ShareCertificates] || seen[ShareSessionTickets]) {
+		add(cl.Pos, "key_file", "is required to share certificates or session_tickets: it encrypts their keys in Redis")
 	}
 	return errs
 }

@@ -956,6 +956,9 @@ func (c *Conn) handleStartTLS(arg string) {
 	}
 
 	c.writeResponse(220, EnhancedCode{2, 0, 0}, "Ready to start TLS")
+	if f := c.server.OnStartTLS; f != nil {
+		f(c)
+	}
 
 	// Upgrade to TLS
 	tlsConn := tls.Server(c.conn, c.server.TLSConfig)

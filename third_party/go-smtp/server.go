@@ -28,6 +28,12 @@ type Server struct {
 	Addr string
 	// The server TLS configuration.
 	TLSConfig *tls.Config
+	// OnStartTLS, if set, is called when a client's STARTTLS is accepted:
+	// after the 220 reply, right before the TLS handshake starts, with
+	// c.Conn() still the connection below TLS. A server can bound the
+	// handshake by its own deadline from that moment, or count upgrades,
+	// without matching the text of the reply.
+	OnStartTLS func(c *Conn)
 	// Enable LMTP mode, as defined in RFC 2033.
 	LMTP bool
 

@@ -24,7 +24,7 @@ func (startTLSSession) Data(r io.Reader) error          { _, err := io.Copy(io.D
 
 // startTLSServer starts a server with STARTTLS and returns a connection
 // to it that has read the greeting and sent EHLO.
-func startTLSServer(t *testing.T) (net.Conn, *bufio.Reader) {
+func startTLSServer(t *testing.T, opts ...func(*Server)) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	cert, err := tls.X509KeyPair(localhostCert, localhostKey)
 	if err != nil {
@@ -37,6 +37,9 @@ func startTLSServer(t *testing.T) (net.Conn, *bufio.Reader) {
 	s := NewServer(startTLSBackend{})
 	s.Domain = "localhost"
 	s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	for _, o := range opts {
+		o(s)
+	}
 	go s.Serve(l)
 	t.Cleanup(func() { s.Close() })
 	c, err := net.Dial("tcp", l.Addr().String())
@@ -104,6 +107,52 @@ func TestServerStartTLSWithParameter(t *testing.T) {
 	tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
 	if err := tc.Handshake(); err != nil {
 		t.Fatalf("handshake after STARTTLS: %v", err)
+	}
+}
+
+// OnStartTLS runs once per accepted STARTTLS, after the 220 reply and
+// before the handshake, on the connection below TLS; not for a refused
+// STARTTLS.
+func TestServerOnStartTLS(t *testing.T) {
+	type call struct {
+		isTLS    bool
+		tlsBelow bool
+	}
+	calls := make(chan call, 4)
+	c, r := startTLSServer(t, func(s *Server) {
+		s.OnStartTLS = func(c *Conn) {
+			_, isTLS := c.TLSConnectionState()
+			_, tlsBelow := c.Conn().(*tls.Conn)
+			calls <- call{isTLS, tlsBelow}
+		}
+	})
+	io.WriteString(c, "STARTTLS foo\r\n")
+	readReply(t, r)
+	io.WriteString(c, "STARTTLS\r\n")
+	if l := readReply(t, r); !strings.HasPrefix(l, "220 ") {
+		t.Fatalf("STARTTLS: got %q, want 220", l)
+	}
+	select {
+	case got := <-calls:
+		if got.isTLS || got.tlsBelow {
+			t.Errorf("OnStartTLS saw a TLS connection (%+v), want the one below TLS", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnStartTLS not called before the handshake")
+	}
+	tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("handshake after STARTTLS: %v", err)
+	}
+	tr := bufio.NewReader(tc)
+	io.WriteString(tc, "EHLO localhost\r\n")
+	readReply(t, tr)
+	io.WriteString(tc, "STARTTLS\r\n")
+	if l := readReply(t, tr); !strings.HasPrefix(l, "502 ") {
+		t.Fatalf("STARTTLS inside TLS: got %q, want 502", l)
+	}
+	if len(calls) != 0 {
+		t.Errorf("OnStartTLS called %d more times, want once", len(calls))
 	}
 }
 

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"bufio"
@@ -48,19 +48,22 @@ func greeter(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func getWithin(b *backend, d time.Duration, auth bool) (*backendConn, error) {
+func getWithin(b *Client, d time.Duration, auth bool) (*conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	return b.get(ctx, auth)
+	class := Unauthenticated
+	if auth {
+		class = Authenticated
+	}
+	return b.get(ctx, class)
 }
 
 // With 3 connections and 1 reserved, unauthenticated sessions get 2; the
 // third waits and fails, a logged-in one still gets the reserved one, and a
 // waiting session gets a slot as soon as one is given back.
 func TestBackendSlotsKeepReserve(t *testing.T) {
-	m := NewMetrics(nil)
-	b := newBackend(BackendConfig{Address: greeter(t), Timeout: 3 * time.Second, MaxConnections: 3, ReservedAuthenticated: 1, PoolSize: 0}, "test", nopLogger, m)
-	var held []*backendConn
+	b := New(Config{Address: greeter(t), Hostname: "test", Timeout: 3 * time.Second, MaxConnections: 3, ReservedAuthenticated: 1, PoolSize: 0}, nil, nil)
+	var held []*conn
 	for i := 0; i < 2; i++ {
 		bc, err := getWithin(b, time.Second, false)
 		if err != nil {
@@ -102,8 +105,8 @@ func TestBackendSlotsKeepReserve(t *testing.T) {
 // Idle pooled connections count towards the cap: what is idle is reused,
 // never dialled beside.
 func TestBackendSlotsCountIdle(t *testing.T) {
-	b := newBackend(BackendConfig{Address: greeter(t), Timeout: 3 * time.Second, MaxConnections: 2, ReservedAuthenticated: 0, PoolSize: 10, PoolIdle: time.Minute}, "test", nopLogger, nil)
-	defer b.drain()
+	b := New(Config{Address: greeter(t), Hostname: "test", Timeout: 3 * time.Second, MaxConnections: 2, ReservedAuthenticated: 0, PoolSize: 10, PoolIdle: time.Minute}, nil, nil)
+	defer b.Drain()
 	a1, err1 := getWithin(b, time.Second, false)
 	a2, err2 := getWithin(b, time.Second, false)
 	if err1 != nil || err2 != nil {

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"bufio"
@@ -10,13 +10,11 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"go.uber.org/zap"
 )
 
-// stuffWire is what the backend gets from forward for a CRLF-only message
+// stuffWire is what the backend gets from Tx.Data for a CRLF-only message
 // written in the given pieces: the stuffer's output, then its end (the held
-// CRLF and the dot), as forward sends them in one write.
+// CRLF and the dot), as Data sends them in one write.
 func stuffWire(t testing.TB, pieces ...[]byte) []byte {
 	t.Helper()
 	var wire bytes.Buffer
@@ -123,7 +121,7 @@ func TestBackendStartTLSInjection(t *testing.T) {
 		io.WriteString(c, "220 go ahead\r\n250 injected\r\n")
 		r.ReadString('\n')
 	}()
-	b := newBackend(BackendConfig{Address: ln.Addr().String(), TLS: TLSStartTLS, Timeout: 3 * time.Second}, "mx.test", zap.NewNop(), nil)
+	b := New(Config{Address: ln.Addr().String(), Hostname: "mx.test", TLS: TLSStartTLS, Timeout: 3 * time.Second}, nil, nil)
 	_, err = b.dial(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "plaintext after the 220") {
 		t.Fatalf("dial: %v, want the injection refused", err)
@@ -144,7 +142,7 @@ func benchMessage(size int) []byte {
 	return b
 }
 
-// BenchmarkForward is forward's body path: the client's message (as go-smtp
+// BenchmarkForward is Data's body path: the client's message (as go-smtp
 // hands it over) through the normalizer and the stuffer into the pooled
 // buffered writer; the backend is io.Discard. BenchmarkForwardDotWriter is
 // the path it replaced: the normalizer into a textproto DotWriter (go-smtp's

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"bufio"
@@ -10,11 +10,11 @@ import (
 )
 
 // referenceNormalize is the contract in its simplest form: every CRLF, bare
-// CR and bare LF becomes one CRLF; input stops at the first NUL (errNUL).
+// CR and bare LF becomes one CRLF; input stops at the first NUL (ErrNUL).
 func referenceNormalize(in []byte) ([]byte, error) {
 	var err error
 	if i := bytes.IndexByte(in, 0); i >= 0 {
-		in, err = in[:i], errNUL
+		in, err = in[:i], ErrNUL
 	}
 	s := strings.ReplaceAll(string(in), "\r\n", "\n")
 	s = strings.ReplaceAll(s, "\r", "\n")
@@ -27,15 +27,15 @@ func referenceReject(in []byte) error {
 	for i := 0; i < len(in); i++ {
 		switch in[i] {
 		case 0:
-			return errNUL
+			return ErrNUL
 		case '\n':
-			return errBareEOL
+			return ErrBareLineEnding
 		case '\r':
 			if i+1 < len(in) && in[i+1] == '\n' {
 				i++
 				continue
 			}
-			return errBareEOL
+			return ErrBareLineEnding
 		}
 	}
 	return nil
