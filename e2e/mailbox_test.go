@@ -580,9 +580,10 @@ func TestMailboxPreLoginLimits(t *testing.T) {
 	}
 }
 
-// IDLE (RFC 2177) is held past limits.command_timeout (which bounds only
-// the commands before login) and the client is told of a message that
-// arrives meanwhile; at shutdown, once shutdown_grace is over, the idle
+// IDLE (RFC 2177) is held two minutes, far past limits.command_timeout
+// (which bounds only the commands before login), and the client is told of
+// a message that arrives meanwhile (put into the Maildir: the test Postfix
+// does not deliver to Dovecot); at shutdown, once shutdown_grace is over, the idle
 // session gets * BYE.
 func TestMailboxIdleAndShutdown(t *testing.T) {
 	t.Parallel()
@@ -597,7 +598,9 @@ func TestMailboxIdleAndShutdown(t *testing.T) {
 	if r := c.line(); !strings.HasPrefix(r, "+") {
 		t.Fatalf("IDLE: %q", r)
 	}
-	time.Sleep(5 * time.Second) // more than command_timeout
+	// Two minutes: far past command_timeout, and long enough for Dovecot's
+	// own "still here" (imap_idle_notify_interval, 2 minutes) to pass.
+	time.Sleep(2*time.Minute + 5*time.Second)
 	dovecotMessage(t, m.dv, mbUser, "2", "arrived during IDLE")
 	if r := c.line(); r != "* 2 EXISTS" {
 		for !strings.HasSuffix(r, "EXISTS") {
