@@ -246,6 +246,10 @@ func filterCaps(line string) string {
 	return strings.Join(out, " ")
 }
 
+// maxArgs bounds the arguments of a command before login (ID sends a list
+// of field-value pairs, RFC 2971 3.1: at most 30 of them).
+const maxArgs = 64
+
 // readIMAP reads one command before login: its tag, its name (upper case)
 // and its arguments, atoms, quoted strings and literals alike, as strings.
 // Literals are bounded by maxLiteral; a synchronising one is invited with
@@ -263,7 +267,7 @@ func (ss *session) readIMAP() (tag, name string, args []string, err error) {
 	}
 	name = strings.ToUpper(name)
 	for rest != "" {
-		if len(args) > 8 {
+		if len(args) > maxArgs {
 			return tag, name, nil, errSyntax
 		}
 		switch rest[0] {

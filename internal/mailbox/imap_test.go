@@ -39,6 +39,8 @@ func TestReadIMAP(t *testing.T) {
 		{name: "non-sync literal", in: "a4 LOGIN alice {3+}\r\npw!\r\n", tag: "a4", cmd: "LOGIN", args: []string{"alice", "pw!"}},
 		{name: "sync literal before TLS", in: "a5 LOGIN {5}\r\n", tag: "a5", cmd: "LOGIN", err: errSyncLiteral},
 		{name: "literal too large", in: "a6 LOGIN {5000+}\r\n", inTLS: true, err: errLiteralTooLarge},
+		{name: "ID list", in: `i1 ID ("name" "Thunderbird" "version" "115.0" "os" "Linux" "vendor" "Mozilla" "support-url" "x" "a" "b")` + "\r\n", tag: "i1", cmd: "ID",
+			args: []string{"(\"name\"", "Thunderbird", "version", "115.0", "os", "Linux", "vendor", "Mozilla", "support-url", "x", "a", "b", ")"}},
 		{name: "bad tag", in: "a*b NOOP\r\n", err: errSyntax},
 		{name: "http", in: "GET / HTTP/1.1\r\n", err: errSyntax},
 		{name: "http with a word", in: "GET index HTTP/1.1\r\n", err: errSyntax},
