@@ -15,6 +15,8 @@ import (
 
 	"github.com/pires/go-proxyproto"
 	"go.uber.org/zap"
+
+	"github.com/tlsguard/tlsguard/internal/mailbox"
 )
 
 // listener is the net.Listener go-smtp serves. The accept loop only takes a
@@ -106,6 +108,10 @@ func (l *listener) prepare(raw net.Conn) {
 	if tc, ok := raw.(*net.TCPConn); ok {
 		tc.SetKeepAlive(true)
 	}
+	if l.cfg.Protocol.mailbox() {
+		l.serveMailbox(under, ip)
+		return
+	}
 	c := &conn{Conn: under, writeIdle: l.srv.limits.WriteTimeout}
 	rec := &sessionRecord{l: l, c: c, id: newSessionID(), ip: ip, start: time.Now()}
 	c.end = rec
@@ -179,6 +185,22 @@ func notSMTP(b []byte) bool {
 	return false
 }
 
+// serveMailbox hands an admitted IMAP or POP3 connection to package
+// mailbox, which does its TLS (implicit or STARTTLS) and protocol; the
+// session's slots are given back when it ends (after login it runs in
+// goroutines of its own).
+func (l *listener) serveMailbox(c net.Conn, ip netip.Addr) {
+	l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Inc()
+	l.srv.metrics.sessionsTotal.WithLabelValues(l.cfg.Name).Inc()
+	l.wg.Add(1)
+	l.srv.mailbox.Serve(mailbox.Conn{Conn: c, ID: newSessionID(), Listener: l.cfg.Name, Protocol: mailbox.Protocol(l.cfg.Protocol),
+		Implicit: l.cfg.TLS == TLSImplicit, ClientIP: ip, Done: func() {
+			l.srv.sessions.release(l.cfg.Name, ip)
+			l.srv.metrics.sessionsOpen.WithLabelValues(l.cfg.Name).Dec()
+			l.wg.Done()
+		}})
+}
+
 // talksEarly waits up to d for the client to send anything before it was
 // greeted. Any byte (or a hang-up) means it did not wait for the greeting.
 func talksEarly(c net.Conn, d time.Duration) bool {
@@ -198,8 +220,15 @@ func (l *listener) refuse(raw net.Conn, ip netip.Addr, reason, text string) {
 	l.srv.metrics.refused.WithLabelValues(l.cfg.Name, reason).Inc()
 	l.srv.log.Warn("connection refused", zap.String("listener", l.cfg.Name), zap.Stringer("client_ip", ip), zap.String("reason", reason))
 	if l.cfg.TLS != TLSImplicit {
+		msg := "421 4.7.0 " + text + ", try again later\r\n"
+		switch l.cfg.Protocol {
+		case ProtocolIMAP:
+			msg = "* BYE [UNAVAILABLE] " + text + ", try again later\r\n"
+		case ProtocolPOP3:
+			msg = "-ERR [SYS/TEMP] " + text + ", try again later\r\n"
+		}
 		raw.SetWriteDeadline(time.Now().Add(time.Second))
-		raw.Write([]byte("421 4.7.0 " + text + ", try again later\r\n"))
+		raw.Write([]byte(msg))
 	}
 	raw.Close()
 }

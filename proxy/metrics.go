@@ -7,6 +7,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tlsguard/tlsguard/internal/mailbox"
 	"github.com/tlsguard/tlsguard/policy"
 )
 
@@ -35,6 +36,7 @@ type Metrics struct {
 	messages        *prometheus.CounterVec
 	messageBytes    *prometheus.CounterVec
 	deliveryLatency *prometheus.HistogramVec
+	mailbox         *mailbox.Metrics
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: a
@@ -96,6 +98,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 	reg.MustRegister(m.sessionsOpen, m.sessionsTotal, m.refused, m.handshakes, m.startTLS, m.auth, m.decisions,
 		m.relayDenied, m.backendErrors, m.backendReplies, m.backendOpened, m.backendIdle, m.backendActive, m.slotWaits, m.slotTimeouts, m.spooled, m.messages, m.messageBytes, m.deliveryLatency)
+	m.mailbox = mailbox.NewMetrics(reg)
 	return m
 }
 

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tlsguard/tlsguard/internal/auth"
+	"github.com/tlsguard/tlsguard/internal/mailbox"
 	"github.com/tlsguard/tlsguard/internal/upstream"
 	"github.com/tlsguard/tlsguard/policy"
 )
@@ -37,6 +38,19 @@ const (
 	TLSImplicit TLSMode = "implicit" // TLS from the first byte
 )
 
+// Protocol is what a listener speaks.
+type Protocol string
+
+// Listener protocols.
+const (
+	ProtocolSMTP Protocol = "smtp"
+	ProtocolIMAP Protocol = "imap"
+	ProtocolPOP3 Protocol = "pop3"
+)
+
+// mailbox reports whether p is served by package mailbox.
+func (p Protocol) mailbox() bool { return p == ProtocolIMAP || p == ProtocolPOP3 }
+
 // ListenerConfig describes one listening socket.
 type ListenerConfig struct {
 	// Name identifies the listener in logs and policy rules.
@@ -45,6 +59,9 @@ type ListenerConfig struct {
 	Address string
 	// TLS is implicit, starttls or none.
 	TLS TLSMode
+	// Protocol is smtp ("" too), imap or pop3; imap and pop3 sessions are
+	// served by package mailbox (TLS must be implicit or starttls).
+	Protocol Protocol
 	// RequireTLS refuses MAIL before STARTTLS with 530 5.7.0.
 	RequireTLS bool
 	// Auth offers AUTH (after TLS only). False never offers it (an MX port).
@@ -193,6 +210,9 @@ type Config struct {
 	TLS *tls.Config
 	// Backend receives accepted mail.
 	Backend BackendConfig
+	// Mailbox is the legacy IMAP/POP3 server behind imap and pop3
+	// listeners.
+	Mailbox mailbox.BackendConfig
 	// Limits bound what one client may use; every field must be set.
 	Limits Limits
 	// BareLineEndings: normalize or reject.
@@ -219,6 +239,7 @@ type Server struct {
 	policy   atomic.Pointer[policy.Policy]
 	auth     atomic.Pointer[authHolder]
 	backend  *upstream.Client
+	mailbox  *mailbox.Server
 	sessions sessionTable
 	throttle *auth.Throttle
 	metrics  *Metrics
@@ -270,6 +291,10 @@ func New(cfg Config) (*Server, error) {
 	s.policy.Store(cfg.Policy)
 	s.auth.Store(&authHolder{cfg.Auth})
 	s.backend = newUpstream(cfg.Backend, cfg.Hostname, cfg.BareLineEndings, log.Named("backend"), s.metrics)
+	s.mailbox = mailbox.NewServer(mailbox.Config{Backend: cfg.Mailbox, TLS: cfg.TLS, Hostname: cfg.Hostname,
+		Auth: func() auth.Source { return s.auth.Load().a }, Throttle: s.throttle, AuthFailDelay: s.limits.AuthFailDelay,
+		CommandTimeout: s.limits.CommandTimeout, HandshakeTimeout: s.limits.HandshakeTimeout, WriteTimeout: s.limits.WriteTimeout,
+		Logger: log, Metrics: s.metrics.mailbox})
 	return s, nil
 }
 
@@ -335,6 +360,11 @@ func (s *Server) warnSharedSessions(ls []ListenerConfig) {
 // serve starts go-smtp on a bound listener. s.mu is held.
 func (s *Server) serve(lc ListenerConfig, raw net.Listener) *listener {
 	l := newListener(s, raw, lc, s.cfg.TLS)
+	if lc.Protocol.mailbox() {
+		s.log.Info("listening", zap.String("listener", lc.Name), zap.Stringer("address", raw.Addr()), zap.String("protocol", string(lc.Protocol)),
+			zap.Bool("proxy_protocol", lc.ProxyProtocol != nil), zap.String("tls", string(lc.TLS)), zap.Int("max_sessions", lc.MaxSessions))
+		return l
+	}
 	s.metrics.listen(lc, lc.Auth && s.cfg.Auth != nil)
 	srv := s.smtpServer(lc)
 	s.servers = append(s.servers, srv)
@@ -495,6 +525,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			wg.Add(1)
 			go func() { defer wg.Done(); srv.Shutdown(context.Background()) }()
 		}
+		wg.Add(1)
+		go func() { defer wg.Done(); s.mailbox.Shutdown(ctx) }()
 		wg.Wait()
 		close(done)
 	}()

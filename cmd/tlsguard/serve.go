@@ -21,6 +21,7 @@ import (
 	"github.com/tlsguard/tlsguard/certs"
 	"github.com/tlsguard/tlsguard/internal/auth"
 	"github.com/tlsguard/tlsguard/internal/config"
+	"github.com/tlsguard/tlsguard/internal/mailbox"
 	"github.com/tlsguard/tlsguard/logging"
 	"github.com/tlsguard/tlsguard/policy"
 	"github.com/tlsguard/tlsguard/proxy"
@@ -154,7 +155,12 @@ func serve(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel) error {
 	if err != nil {
 		return err
 	}
+	mbox, err := a.mailboxBackend()
+	if err != nil {
+		return err
+	}
 	a.srv, err = proxy.New(proxy.Config{
+		Mailbox:         mbox,
 		Metrics:         proxy.NewMetrics(reg),
 		Hostname:        cfg.Hostname,
 		Listeners:       cfg.ProxyListeners(),
@@ -336,19 +342,49 @@ func (a *app) backendConfig() (proxy.BackendConfig, error) {
 	if out.TLS == proxy.TLSNone {
 		return out, nil
 	}
+	tc, err := a.backendTLS(b.Address)
+	if err != nil {
+		return out, err
+	}
+	out.TLSConfig = tc
+	return out, nil
+}
+
+// mailboxBackend builds the mailbox leg; with TLS it checks the server's
+// certificate as the backend leg does (backend.tls_ca_file,
+// backend.tls_skip_verify), against backend.tls_server_name or the host of
+// the mailbox address.
+func (a *app) mailboxBackend() (mailbox.BackendConfig, error) {
+	out := a.cfg.ProxyMailbox()
+	if out.TLS == string(proxy.TLSNone) {
+		return out, nil
+	}
+	addr := out.IMAP
+	if addr == "" {
+		addr = out.POP3
+	}
+	tc, err := a.backendTLS(addr)
+	out.TLSConfig = tc
+	return out, err
+}
+
+// backendTLS is the TLS client configuration towards a legacy server at
+// addr (host:port), from the backend section's TLS keys.
+func (a *app) backendTLS(addr string) (*tls.Config, error) {
+	b := a.cfg.Backend
 	host := b.TLSServerName
 	if host == "" {
-		host, _, _ = net.SplitHostPort(b.Address)
+		host, _, _ = net.SplitHostPort(addr)
 	}
 	tc := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	if b.TLSCAFile != "" {
 		pem, err := os.ReadFile(b.TLSCAFile)
 		if err != nil {
-			return out, fmt.Errorf("backend.tls_ca_file: %w", err)
+			return nil, fmt.Errorf("backend.tls_ca_file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return out, fmt.Errorf("backend.tls_ca_file: %s: no PEM certificate found", b.TLSCAFile)
+			return nil, fmt.Errorf("backend.tls_ca_file: %s: no PEM certificate found", b.TLSCAFile)
 		}
 		tc.RootCAs = pool
 	}
@@ -356,6 +392,5 @@ func (a *app) backendConfig() (proxy.BackendConfig, error) {
 		a.log.Warn("backend.tls_skip_verify is on: the backend's certificate is not checked")
 		tc.InsecureSkipVerify = true
 	}
-	out.TLSConfig = tc
-	return out, nil
+	return tc, nil
 }

@@ -32,30 +32,33 @@ import (
 // and in the README's configuration table.
 type Config struct {
 	Pos             yamlx.Pos
-	Hostname        string        `yaml:"hostname"`
-	StateDir        string        `yaml:"state_dir"`
-	Listeners       []Listener    `yaml:"listeners"`
-	TLS             certs.Config  `yaml:"tls"`
-	Backend         Backend       `yaml:"backend"`
-	Auth            Auth          `yaml:"auth"`
-	Policy          string        `yaml:"policy"`
-	Log             Log           `yaml:"log"`
-	Limits          Limits        `yaml:"limits"`
-	BareLineEndings string        `yaml:"bare_line_endings"`
-	DSN             string        `yaml:"dsn"`
-	ShutdownGrace   time.Duration `yaml:"shutdown_grace"`
-	Admin           Admin         `yaml:"admin"`
-	Cluster         Cluster       `yaml:"cluster"`
+	Hostname        string         `yaml:"hostname"`
+	StateDir        string         `yaml:"state_dir"`
+	Listeners       []Listener     `yaml:"listeners"`
+	TLS             certs.Config   `yaml:"tls"`
+	Backend         Backend        `yaml:"backend"`
+	MailboxBackend  MailboxBackend `yaml:"mailbox_backend"`
+	Auth            Auth           `yaml:"auth"`
+	Policy          string         `yaml:"policy"`
+	Log             Log            `yaml:"log"`
+	Limits          Limits         `yaml:"limits"`
+	BareLineEndings string         `yaml:"bare_line_endings"`
+	DSN             string         `yaml:"dsn"`
+	ShutdownGrace   time.Duration  `yaml:"shutdown_grace"`
+	Admin           Admin          `yaml:"admin"`
+	Cluster         Cluster        `yaml:"cluster"`
 
 	file string // the config file, absolute
 }
 
 // Listener is one entry of listeners.
 type Listener struct {
-	Pos        yamlx.Pos
-	Name       string `yaml:"name"`
-	Address    string `yaml:"address"`
-	TLS        string `yaml:"tls"`
+	Pos     yamlx.Pos
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`
+	TLS     string `yaml:"tls"`
+	// Protocol is what the listener speaks: smtp, imap or pop3.
+	Protocol   string `yaml:"protocol"`
 	RequireTLS bool   `yaml:"require_tls"`
 	// Auth is a pointer because false (an MX port) differs from unset.
 	Auth *bool `yaml:"auth"`
@@ -99,6 +102,16 @@ type Backend struct {
 	ReservedAuthenticated *int `yaml:"reserved_authenticated"`
 	// SpoolAfter frees the backend connection of a slower message.
 	SpoolAfter time.Duration `yaml:"spool_after"`
+}
+
+// MailboxBackend is the mailbox_backend section: the legacy IMAP and POP3
+// server behind the imap and pop3 listeners.
+type MailboxBackend struct {
+	Pos     yamlx.Pos
+	IMAP    string        `yaml:"imap"`
+	POP3    string        `yaml:"pop3"`
+	TLS     string        `yaml:"tls"`
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // Limits is the limits section: what one client may use.
@@ -236,6 +249,7 @@ func (c *Config) placeSections(path string) {
 	}
 	c.TLS.Pos = c.section(c.TLS.Pos, "tls")
 	c.Backend.Pos = c.section(c.Backend.Pos, "backend")
+	c.MailboxBackend.Pos = c.section(c.MailboxBackend.Pos, "mailbox_backend")
 	c.Auth.Pos = c.section(c.Auth.Pos, "auth")
 	c.Auth.placeSources()
 	c.Limits.Pos = c.section(c.Limits.Pos, "limits")

@@ -73,9 +73,9 @@ func TestLoadConfigValid(t *testing.T) {
 	}
 	ls := c.ProxyListeners()
 	want := []proxy.ListenerConfig{
-		{Name: "submissions", Address: "127.0.0.1:2465", TLS: proxy.TLSImplicit, Auth: true},
-		{Name: "submission", Address: "127.0.0.1:2587", TLS: proxy.TLSStartTLS, RequireTLS: true, Auth: true},
-		{Name: "mx", Address: "127.0.0.1:2025", TLS: proxy.TLSStartTLS, Auth: false},
+		{Name: "submissions", Address: "127.0.0.1:2465", TLS: proxy.TLSImplicit, Protocol: proxy.ProtocolSMTP, Auth: true},
+		{Name: "submission", Address: "127.0.0.1:2587", TLS: proxy.TLSStartTLS, Protocol: proxy.ProtocolSMTP, RequireTLS: true, Auth: true},
+		{Name: "mx", Address: "127.0.0.1:2025", TLS: proxy.TLSStartTLS, Protocol: proxy.ProtocolSMTP, Auth: false},
 	}
 	for i := range want {
 		if ls[i] != want[i] {
@@ -120,6 +120,12 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad dsn mode", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ndsn: success\n", `:28: dsn: "success" is not one of authenticated, all, none`},
 		{"listener cap over the default total", "    auth: false\n", "    auth: false\n    max_sessions: 2001\n", `:15: listeners[2].max_sessions: 2001 is more than limits.max_sessions (2000)`},
 		{"negative listener cap", "    tls: implicit\n", "    tls: implicit\n    max_sessions: -1\n", `:7: listeners[0].max_sessions: must not be negative`},
+		{"bad protocol", "    tls: implicit\n", "    tls: implicit\n    protocol: smtps\n", `:7: listeners[0].protocol: "smtps" is not one of smtp, imap, pop3`},
+		{"imap without its backend", "    tls: implicit\n", "    tls: implicit\n    protocol: imap\n", `mailbox_backend.imap: is required by the listeners with protocol: imap`},
+		{"pop3 on a plaintext listener", "    auth: false\n", "    auth: false\n    protocol: pop3\n", `:14: listeners[2].auth: cannot be false with protocol: pop3`},
+		{"imap with require_tls", "    require_tls: true\n", "    require_tls: true\n    protocol: imap\n", `:10: listeners[1].require_tls: applies to smtp listeners only`},
+		{"bad mailbox backend tls", "policy: policies/default.yaml\n", "policy: policies/default.yaml\nmailbox_backend:\n  imap: \"127.0.0.1:143\"\n  tls: ssl\n", `:30: mailbox_backend.tls: "ssl" is not one of none, starttls, implicit`},
+		{"bad mailbox backend address", "policy: policies/default.yaml\n", "policy: policies/default.yaml\nmailbox_backend:\n  pop3: pop.example.org\n", `:29: mailbox_backend.pop3: "pop.example.org" is not host:port`},
 		{"cluster without key_file", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ncluster:\n  redis: {address: \"127.0.0.1:6379\"}\n", `:29: cluster.key_file: is required to share certificates or session_tickets`},
 		{"cluster address and sentinel", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ncluster:\n  redis:\n    address: \"127.0.0.1:6379\"\n    sentinel: {master: m, addresses: [\"127.0.0.1:26379\"]}\n  share: [rate_limits]\n", `:30: cluster.redis.address: and sentinel are exclusive`},
 		{"cluster bad share", "policy: policies/default.yaml\n", "policy: policies/default.yaml\ncluster:\n  redis: {address: \"127.0.0.1:6379\"}\n  share: [rate_limits, sessions]\n", `:30: cluster.share: "sessions" is not one of certificates, auth_throttle, rate_limits, session_tickets`},
@@ -142,6 +148,23 @@ func TestLoadConfigErrors(t *testing.T) {
 				t.Errorf("error %q does not start with the file name", err)
 			}
 		})
+	}
+}
+
+// An imap listener and mailbox_backend reach the proxy, with the
+// backend's defaults.
+func TestLoadConfigMailbox(t *testing.T) {
+	p := writeConfig(t, strings.Replace(validConfig, "    tls: implicit\n", "    tls: implicit\n    protocol: imap\n", 1)+
+		"mailbox_backend:\n  imap: \"127.0.0.1:1143\"\n")
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ProxyListeners()[0].Protocol; got != proxy.ProtocolIMAP {
+		t.Errorf("protocol %q, want imap", got)
+	}
+	if m := c.ProxyMailbox(); m.IMAP != "127.0.0.1:1143" || m.TLS != "none" || m.Timeout != 30*time.Second {
+		t.Errorf("mailbox backend %+v", m)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"reflect"
 
+	"github.com/tlsguard/tlsguard/internal/mailbox"
 	"github.com/tlsguard/tlsguard/internal/yamlx"
 	"github.com/tlsguard/tlsguard/logging"
 	"github.com/tlsguard/tlsguard/policy"
@@ -37,7 +38,7 @@ func (c *Config) ProxyLimits() proxy.Limits {
 func (c *Config) ProxyListeners() []proxy.ListenerConfig {
 	out := make([]proxy.ListenerConfig, len(c.Listeners))
 	for i, l := range c.Listeners {
-		out[i] = proxy.ListenerConfig{Name: l.Name, Address: l.Address, TLS: proxy.TLSMode(l.TLS),
+		out[i] = proxy.ListenerConfig{Name: l.Name, Address: l.Address, TLS: proxy.TLSMode(l.TLS), Protocol: proxy.Protocol(l.Protocol),
 			RequireTLS: l.RequireTLS, Auth: *l.Auth, GreetingDelay: l.GreetingDelay, MaxSessions: l.MaxSessions}
 		if pp := l.ProxyProtocol; pp != nil {
 			out[i].ProxyProtocol = &proxy.ProxyProtocol{Trusted: pp.trusted(), HeaderTimeout: pp.HeaderTimeout}
@@ -66,6 +67,13 @@ func (c *Config) ProxyBackend() proxy.BackendConfig {
 		MaxConnections: *b.MaxConnections, ReservedAuthenticated: *b.ReservedAuthenticated, SpoolAfter: b.SpoolAfter}
 }
 
+// ProxyMailbox is the mailbox_backend section for the proxy, without the
+// TLS client configuration (the caller's, as for ProxyBackend).
+func (c *Config) ProxyMailbox() mailbox.BackendConfig {
+	m := c.MailboxBackend
+	return mailbox.BackendConfig{IMAP: m.IMAP, POP3: m.POP3, TLS: m.TLS, Timeout: m.Timeout}
+}
+
 // LogConfig is the log section for the logger.
 func (c *Config) LogConfig() logging.Config {
 	return logging.Config{Level: c.Log.Level, Format: c.Log.Format}
@@ -87,6 +95,7 @@ func (c *Config) KeepRestartOnly(running *Config) []string {
 	keep("state_dir", c.StateDir != running.StateDir, func() { c.StateDir = running.StateDir })
 	keep("tls", !equalIgnoringPos(c.TLS, running.TLS) || c.NeedsTLS() != running.NeedsTLS(), func() { c.TLS = running.TLS })
 	keep("backend", !equalIgnoringPos(c.Backend, running.Backend), func() { c.Backend = running.Backend })
+	keep("mailbox_backend", !equalIgnoringPos(c.MailboxBackend, running.MailboxBackend), func() { c.MailboxBackend = running.MailboxBackend })
 	keep("limits", c.ProxyLimits() != running.ProxyLimits(), func() { c.Limits = running.Limits })
 	// The level applies on reload (the logger's level is atomic); the
 	// encoder is built once.

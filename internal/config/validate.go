@@ -17,7 +17,7 @@ import (
 func (c *Config) Validate() yamlx.Errors {
 	var errs yamlx.Errors
 	for _, check := range []func() yamlx.Errors{
-		c.validateHostname, c.validateListeners, c.validateTLS, c.validateBackend,
+		c.validateHostname, c.validateListeners, c.validateTLS, c.validateBackend, c.validateMailboxBackend,
 		c.validateAuth, c.validateTop, c.validateLimits, c.validateCluster,
 	} {
 		errs = append(errs, check()...)
@@ -80,6 +80,24 @@ func (l *Listener) validate(names, addrs map[string]bool, maxSessions int) yamlx
 		}
 	default:
 		add("tls", "%q is not one of implicit, starttls, none", l.TLS)
+	}
+	switch p := proxy.Protocol(l.Protocol); p {
+	case proxy.ProtocolSMTP:
+	case proxy.ProtocolIMAP, proxy.ProtocolPOP3:
+		if proxy.TLSMode(l.TLS) == proxy.TLSNone {
+			add("tls", "must be implicit or starttls with protocol: %s (logins are refused before TLS, so a plaintext listener could log nobody in)", p)
+		}
+		if l.RequireTLS {
+			add("require_tls", "applies to smtp listeners only (%s always refuses logins before TLS)", p)
+		}
+		if l.GreetingDelay > 0 {
+			add("greeting_delay", "applies to smtp listeners only")
+		}
+		if l.Auth != nil && !*l.Auth {
+			add("auth", "cannot be false with protocol: %s (the listener exists to log users in)", p)
+		}
+	default:
+		add("protocol", "%q is not one of smtp, imap, pop3", l.Protocol)
 	}
 	switch {
 	case l.MaxSessions < 0:
@@ -153,6 +171,40 @@ func (c *Config) validateBackend() yamlx.Errors {
 		add("pool_idle", "must not be negative")
 	case b.PoolIdle >= 5*time.Minute:
 		add("pool_idle", "must be under 5m: a server may drop a connection idle for 5 minutes (RFC 5321 4.5.3.2.7)")
+	}
+	return errs
+}
+
+// validateMailboxBackend checks mailbox_backend; the address of a protocol
+// is required when a listener speaks it.
+func (c *Config) validateMailboxBackend() yamlx.Errors {
+	var errs yamlx.Errors
+	m := &c.MailboxBackend
+	add := func(key, format string, args ...any) { errs = append(errs, yamlx.Errorf(m.Pos, key, format, args...)) }
+	used := map[proxy.Protocol]bool{}
+	for _, l := range c.Listeners {
+		used[proxy.Protocol(l.Protocol)] = true
+	}
+	for _, a := range []struct {
+		key, addr string
+		p         proxy.Protocol
+	}{{"imap", m.IMAP, proxy.ProtocolIMAP}, {"pop3", m.POP3, proxy.ProtocolPOP3}} {
+		switch {
+		case a.addr == "" && used[a.p]:
+			add(a.key, "is required by the listeners with protocol: %s (host:port of the legacy %s server)", a.p, a.key)
+		case a.addr != "":
+			if _, _, err := net.SplitHostPort(a.addr); err != nil {
+				add(a.key, "%q is not host:port", a.addr)
+			}
+		}
+	}
+	switch proxy.TLSMode(m.TLS) {
+	case proxy.TLSNone, proxy.TLSStartTLS, proxy.TLSImplicit:
+	default:
+		add("tls", "%q is not one of none, starttls, implicit", m.TLS)
+	}
+	if m.Timeout <= 0 {
+		add("timeout", "must be above zero")
 	}
 	return errs
 }
