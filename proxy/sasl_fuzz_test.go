@@ -171,3 +171,7 @@ func lastPlain(ir []byte, hasIR bool, r1 []byte) []byte {
 	}
 	return r1
 }
+
+// validUserName is the throttle's name check, under a name the fuzz body's
+// local auth does not shadow.
+var validUserName = auth.ValidUserName

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -148,12 +147,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	}
 	check := func(identity, user, pass string) error { return s.authenticate(a, mech, identity, user, pass) }
 	malformed := func() error {
-		log := s.authLog(mech)
-		over, ref := s.srv.throttle.FailAddr(addr)
-		if ref != nil {
-			return s.authRefused(log, mech, ref)
-		}
-		return s.authFailed(log, mech, over, false, "malformed SASL response")
+		return s.authReply(s.authLog(mech), mech, "", s.srv.throttle.Malformed(s.conn.ip, "malformed SASL response"))
 	}
 	switch mech {
 	case sasl.Plain:
@@ -170,120 +164,62 @@ func (s *session) authLog(mech string) *zap.Logger {
 		zap.Stringer("client_ip", s.conn.ip), zap.String("mechanism", mech))
 }
 
-// authenticate checks one set of credentials. The attempt is paid for in
-// every budget that applies before anything is checked, and the check runs
-// in one of a bounded number of slots. It never logs the password.
+// authenticate checks one set of credentials through the throttle
+// (auth.Throttle.Login: paid for in every budget before anything is
+// checked, the check in one of a bounded number of slots). It never logs
+// the password.
 func (s *session) authenticate(a auth.Source, mech, identity, user, pass string) error {
-	th := s.srv.throttle
-	addr := auth.AddrKey(s.conn.ip)
 	log := s.authLog(mech).With(zap.String("user", user))
-	if !validUserName(user) {
-		over, ref := th.FailAddr(addr)
-		if ref != nil {
-			return s.authRefused(log, mech, ref)
+	o := s.srv.throttle.Login(context.Background(), s.srv.cfg.Backend.Timeout+5*time.Second, a, s.conn.ip, identity, user, pass)
+	return s.authReply(log, mech, user, o)
+}
+
+// authReply turns a throttle outcome into the SMTP reply, with its metric
+// and log line. A failure is answered after the delay, which slows
+// guessing down (it holds only this session's goroutine); when the
+// address, or the user at it, is spent the connection ends with 421. A
+// refusal before any check is 421 and a hang-up when this address (or this
+// user at it) is spent, else 454 after the delay, which keeps a client
+// retrying in a loop slow.
+func (s *session) authReply(log *zap.Logger, mech, user string, o auth.Outcome) error {
+	count := func(result string) { s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, result).Inc() }
+	if o.Source != "" {
+		log = log.With(zap.String("source", o.Source))
+	}
+	switch o.Verdict {
+	case auth.LoginOK:
+		s.user, s.groups, s.addresses = user, o.Identity.Groups, o.Identity.Addresses
+		s.conn.summary(func(sum *sessionSummary) { sum.user = user })
+		count("success")
+		log.Info("auth succeeded", zap.Bool("password_checked", true), zap.Bool("known_address", o.Known))
+		return nil
+	case auth.LoginFailed, auth.LoginFailedOver:
+		over := o.Verdict == auth.LoginFailedOver
+		count("failure")
+		log.Warn("auth failed", zap.String("reason", o.Reason), zap.Bool("password_checked", o.Checked), zap.Bool("throttled", over))
+		time.Sleep(s.srv.limits.AuthFailDelay)
+		if over {
+			s.conn.closeAfterReply("auth throttled")
+			return errAuthThrottle
 		}
-		return s.authFailed(log, mech, over, false, "bad user name")
-	}
-	// Budgets count a name case-insensitively: a backend that ignores case
-	// (Dovecot lowercases by default) would otherwise give every spelling
-	// of a name its own budget.
-	who := strings.ToLower(user)
-	known := th.Known(who, addr)
-	res, ref := th.Reserve(who, addr, known)
-	if ref != nil {
-		return s.authRefused(log, mech, ref)
-	}
-	// RFC 4616: an authorization identity other than the login would let one
-	// user act as another; the legacy backend cannot check it, so refuse it.
-	if identity != "" && identity != user {
-		return s.authFailed(log, mech, res.Fail(), false, "authorization identity differs from login")
-	}
-	id, err := s.check(a, user, pass, known)
-	source := id.Source // the source that decided, for the log
-	if err != nil {
-		source = auth.SourceOf(err)
-	}
-	if source != "" {
-		log = log.With(zap.String("source", source))
-	}
-	if err == errAuthBusy {
-		res.Refund()
-		s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "busy").Inc()
-		log.Warn("auth refused", zap.String("reason", "no free check slot"), zap.Bool("password_checked", false))
+		return errAuthInvalid
+	case auth.LoginRefused, auth.LoginRefusedHangUp:
+		count("throttled")
+		log.Warn("auth refused", zap.String("reason", o.Reason), zap.Bool("password_checked", false))
+		if o.Verdict == auth.LoginRefusedHangUp {
+			s.conn.closeAfterReply("auth throttled")
+			return errAuthThrottle
+		}
+		time.Sleep(s.srv.limits.AuthFailDelay)
+		return errAuthTryLater
+	case auth.LoginBusy:
+		count("busy")
+		log.Warn("auth refused", zap.String("reason", o.Reason), zap.Bool("password_checked", false))
 		return errAuthBusy
 	}
-	if auth.Temporary(err) {
-		res.Refund()
-		s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "error").Inc()
-		log.Error("auth check failed", zap.Error(err))
-		return errAuthTempFail
-	}
-	if err != nil {
-		return s.authFailed(log, mech, res.Fail(), true, "bad credentials")
-	}
-	res.Refund()
-	th.Remember(who, addr)
-	s.user, s.groups, s.addresses = user, id.Groups, id.Addresses
-	s.conn.summary(func(sum *sessionSummary) { sum.user = user })
-	s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "success").Inc()
-	log.Info("auth succeeded", zap.Bool("password_checked", true), zap.Bool("known_address", known))
-	return nil
-}
-
-// check runs the credential source in a check slot; errAuthBusy means no
-// slot came free in time.
-func (s *session) check(a auth.Source, user, pass string, known bool) (auth.Identity, error) {
-	release, ok := s.srv.throttle.Acquire(known)
-	if !ok {
-		return auth.Identity{}, errAuthBusy
-	}
-	defer release()
-	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.Backend.Timeout+5*time.Second)
-	defer cancel()
-	return a.Authenticate(ctx, user, pass)
-}
-
-// authFailed refuses an attempt counted as a failure, after the delay; when
-// the address, or the user at it, has reached its limit it ends the
-// connection with 421. checked says whether a password was checked.
-func (s *session) authFailed(log *zap.Logger, mech string, over, checked bool, why string) error {
-	s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "failure").Inc()
-	log.Warn("auth failed", zap.String("reason", why), zap.Bool("password_checked", checked), zap.Bool("throttled", over))
-	// The delay slows guessing down; it holds only this session's goroutine.
-	time.Sleep(s.srv.limits.AuthFailDelay)
-	if over {
-		s.conn.closeAfterReply("auth throttled")
-		return errAuthThrottle
-	}
-	return errAuthInvalid
-}
-
-// authRefused answers an attempt refused before any check: 421 and a
-// hang-up when this address (or this user at it) is spent, else 454 after
-// the failure delay, which keeps a client retrying in a loop slow.
-func (s *session) authRefused(log *zap.Logger, mech string, ref *auth.Refusal) error {
-	s.srv.metrics.auth.WithLabelValues(s.lc.Name, mech, "throttled").Inc()
-	log.Warn("auth refused", zap.String("reason", ref.Why), zap.Bool("password_checked", false))
-	if ref.HangUp {
-		s.conn.closeAfterReply("auth throttled")
-		return errAuthThrottle
-	}
-	time.Sleep(s.srv.limits.AuthFailDelay)
-	return errAuthTryLater
-}
-
-// validUserName refuses empty, overlong and control-character names before
-// they reach a log line or the credential store.
-func validUserName(u string) bool {
-	if u == "" || len(u) > 256 {
-		return false
-	}
-	for i := 0; i < len(u); i++ {
-		if u[i] < 0x20 || u[i] == 0x7f {
-			return false
-		}
-	}
-	return true
+	count("error")
+	log.Error("auth check failed", zap.Error(o.Err))
+	return errAuthTempFail
 }
 
 // Mail starts a transaction.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // LoginVerdict is the outcome of one login attempt checked through the
@@ -50,19 +51,17 @@ type Outcome struct {
 
 // Login checks one set of credentials from ip against src the way every
 // protocol must: a bad user name costs the address, the attempt is paid
-// for in every budget before the check, the check runs in a slot within
-// ctx, and a success is remembered as good history. identity is a SASL
-// authorization identity ("" for none); one that differs from user is
-// refused (RFC 4616: the legacy server cannot check it). SMTP AUTH and the
-// mailbox logins share one Throttle, so their failures count together.
-func (l *Throttle) Login(ctx context.Context, src Source, ip netip.Addr, identity, user, pass string) Outcome {
+// for in every budget before the check, the check runs in a slot and
+// within timeout from the moment it has one (so a wait for a slot does not
+// eat the source's time), and a success is remembered as good history.
+// identity is a SASL authorization identity ("" for none); one that
+// differs from user is refused (RFC 4616: the legacy server cannot check
+// it). SMTP AUTH and the mailbox logins share one Throttle, so their
+// failures count together.
+func (l *Throttle) Login(ctx context.Context, timeout time.Duration, src Source, ip netip.Addr, identity, user, pass string) Outcome {
 	addr := AddrKey(ip)
 	if !ValidUserName(user) {
-		over, ref := l.FailAddr(addr)
-		if ref != nil {
-			return refusal(ref)
-		}
-		return failure(over, false, "bad user name")
+		return l.Malformed(ip, "bad user name")
 	}
 	// Budgets count a name case-insensitively (Dovecot lowercases by
 	// default), so every spelling of a name shares one budget.
@@ -84,7 +83,9 @@ func (l *Throttle) Login(ctx context.Context, src Source, ip netip.Addr, identit
 		res.Refund()
 		return Outcome{Verdict: LoginBusy, Reason: "no free check slot", Known: known}
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	id, err := src.Authenticate(ctx, user, pass)
+	cancel()
 	release()
 	source := id.Source
 	if err != nil {
@@ -102,6 +103,18 @@ func (l *Throttle) Login(ctx context.Context, src Source, ip netip.Addr, identit
 	res.Refund()
 	l.Remember(who, addr)
 	return Outcome{Verdict: LoginOK, Identity: id, Checked: true, Known: known, Source: source}
+}
+
+// Malformed counts an exchange that names no user to charge (a malformed
+// SASL response, a bad user name) as a failure of the address alone, or
+// refuses it when the address's budget has none left; why is the reason
+// to log.
+func (l *Throttle) Malformed(ip netip.Addr, why string) Outcome {
+	over, ref := l.FailAddr(AddrKey(ip))
+	if ref != nil {
+		return refusal(ref)
+	}
+	return failure(over, false, why)
 }
 
 func refusal(ref *Refusal) Outcome {

@@ -22,25 +22,25 @@ func TestThrottleLogin(t *testing.T) {
 	th := NewThrottle(ThrottleLimits{MaxFailures: 2, UserMaxFailures: 10, FailWindow: time.Hour, Remember: time.Hour, MaxConcurrent: 2})
 	ip := netip.MustParseAddr("192.0.2.1")
 	ctx := context.Background()
-	if o := th.Login(ctx, fixedSource{errors.New("down")}, ip, "", "alice", "pw"); o.Verdict != LoginTempFail || o.Err == nil {
+	if o := th.Login(ctx, time.Second, fixedSource{errors.New("down")}, ip, "", "alice", "pw"); o.Verdict != LoginTempFail || o.Err == nil {
 		t.Errorf("source down: %+v", o)
 	}
-	if o := th.Login(ctx, fixedSource{}, ip, "", "alice", "pw"); o.Verdict != LoginOK || o.Source != "fixed" || !o.Checked {
+	if o := th.Login(ctx, time.Second, fixedSource{}, ip, "", "alice", "pw"); o.Verdict != LoginOK || o.Source != "fixed" || !o.Checked {
 		t.Errorf("right password: %+v", o)
 	}
 	if !th.Known("alice", AddrKey(ip)) {
 		t.Error("a login is not remembered")
 	}
-	if o := th.Login(ctx, fixedSource{}, ip, "bob", "alice", "pw"); o.Verdict != LoginFailed || o.Checked {
+	if o := th.Login(ctx, time.Second, fixedSource{}, ip, "bob", "alice", "pw"); o.Verdict != LoginFailed || o.Checked {
 		t.Errorf("foreign authorization identity: %+v", o)
 	}
-	if o := th.Login(ctx, fixedSource{ErrBadPassword}, ip, "", "alice", "pw"); o.Verdict != LoginFailedOver {
+	if o := th.Login(ctx, time.Second, fixedSource{ErrBadPassword}, ip, "", "alice", "pw"); o.Verdict != LoginFailedOver {
 		t.Errorf("second failure: %+v", o)
 	}
-	if o := th.Login(ctx, fixedSource{}, ip, "", "alice", "pw"); o.Verdict != LoginRefusedHangUp {
+	if o := th.Login(ctx, time.Second, fixedSource{}, ip, "", "alice", "pw"); o.Verdict != LoginRefusedHangUp {
 		t.Errorf("after the budget is spent: %+v", o)
 	}
-	if o := th.Login(ctx, fixedSource{}, netip.MustParseAddr("192.0.2.2"), "", "bad\x00name", "pw"); o.Verdict != LoginFailed {
+	if o := th.Login(ctx, time.Second, fixedSource{}, netip.MustParseAddr("192.0.2.2"), "", "bad\x00name", "pw"); o.Verdict != LoginFailed {
 		t.Errorf("bad user name: %+v", o)
 	}
 }

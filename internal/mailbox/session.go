@@ -273,9 +273,7 @@ func (ss *session) check(mech, identity, user, pass string) login {
 		log.Warn("login refused", zap.String("reason", "address throttled"), zap.Bool("password_checked", false))
 		return loginHangUp
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Backend.Timeout+5*time.Second)
-	o := cfg.Throttle.Login(ctx, src, ss.c.ClientIP, identity, user, pass)
-	cancel()
+	o := cfg.Throttle.Login(context.Background(), cfg.Backend.Timeout+5*time.Second, src, ss.c.ClientIP, identity, user, pass)
 	if o.Source != "" {
 		log = log.With(zap.String("source", o.Source))
 	}
