@@ -145,7 +145,7 @@ var metricName = regexp.MustCompile(`\btlsguard_[a-z_]+\b`)
 // Every metric the alerts and the dashboard use exists on a running
 // tlsguard after ordinary traffic: sessions, TLS, AUTH that succeeds and
 // fails, a relay refusal, a delivered message, a shadow rule's decision, a
-// reload and a per-IP session limit.
+// reload, a per-IP session limit and an IMAP session with a failed login.
 func TestMonitoringMetricsExist(t *testing.T) {
 	t.Parallel()
 	used := map[string]bool{}
@@ -160,7 +160,12 @@ func TestMonitoringMetricsExist(t *testing.T) {
 
 	pf := startPostfix(t)
 	admin := loopbackAddr(t)
-	g := startTLSGuard(t, pf, withConfig(fmt.Sprintf("admin:\n  address: %q\nlimits:\n  max_sessions_per_ip: 1\n", admin)))
+	imaps := loopbackAddr(t)
+	g := startTLSGuard(t, pf, withConfig(fmt.Sprintf("admin:\n  address: %q\nlimits:\n  max_sessions_per_ip: 1\n", admin)),
+		withListeners(fmt.Sprintf("  - name: imaps\n    address: %q\n    protocol: imap\n    tls: implicit\n", imaps)),
+		// The login fails at the credential source; the mailbox server is
+		// never dialled.
+		withConfig(fmt.Sprintf("mailbox_backend:\n  imap: %q\n", loopbackAddr(t))))
 	installPolicy(t, g, shadowPolicy)
 	cfg := g.PKI.clientTLS()
 
@@ -178,6 +183,14 @@ func TestMonitoringMetricsExist(t *testing.T) {
 	second.expectClosedAfterReplies(2)
 	first.cmd("QUIT")
 	pf.WaitMessages(t, carol, 1)
+	if err := waitListening(imaps, g.exited, guardStartTimeout); err != nil {
+		t.Fatal(err)
+	}
+	m := dialMailbox(t, "127.0.0.3", imaps, true, g.PKI)
+	m.line()
+	m.cmd("a", "LOGIN "+aliceUser+" wrong")
+	m.cmd("b", "LOGOUT")
+	waitLogRecord(t, g, "mailbox session", func(logRecord) bool { return true })
 
 	_, body := httpGet(t, "http://"+admin+"/metrics")
 	var missing []string

@@ -46,6 +46,7 @@ type guardOptions struct {
 	localDomains    []string
 	trustedNetworks []string
 	extraYAML       string
+	extraListeners  string
 	bcryptCost      int
 }
 
@@ -55,6 +56,11 @@ type guardOption func(*guardOptions)
 // relay without AUTH). The default trusts none of loopback.
 func withTrustedNetworks(cidrs ...string) guardOption {
 	return func(o *guardOptions) { o.trustedNetworks = cidrs }
+}
+
+// withListeners adds entries (YAML list items) to the listeners.
+func withListeners(yaml string) guardOption {
+	return func(o *guardOptions) { o.extraListeners += yaml }
 }
 
 // withConfig appends top-level YAML to tlsguard.yaml (e.g. a limits: section).
@@ -99,7 +105,8 @@ func startTLSGuard(t testing.TB, backend *Postfix, opts ...guardOption) *TLSGuar
 	usersFile := writeHtpasswdCost(t, dir, map[string]string{aliceUser: alicePass, bobUser: bobPass}, o.bcryptCost)
 	policyFile := filepath.Join(dir, "policy.yaml")
 	writeFile(t, policyFile, policyYAML(o.localDomains, o.trustedNetworks))
-	writeFile(t, g.ConfigFile, g.configYAML(backend.Addr, usersFile, policyFile)+o.extraYAML)
+	cfg := strings.Replace(g.configYAML(backend.Addr, usersFile, policyFile), "listeners:\n", "listeners:\n"+o.extraListeners, 1)
+	writeFile(t, g.ConfigFile, cfg+o.extraYAML)
 
 	g.cmd, g.exited = runGuard(t, dir, g.ConfigFile, g.LogFile)
 	t.Cleanup(func() {

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tlsguard/tlsguard/internal/mailbox"
+	"github.com/tlsguard/tlsguard/internal/upstream"
 	"github.com/tlsguard/tlsguard/policy"
 )
 
@@ -95,6 +96,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, stage := range []string{"connect", "mail", "rcpt", "data"} {
 		m.backendErrors.WithLabelValues(stage)
 	}
+	// Likewise both session classes, so that an alert on slot timeouts (the
+	// unauthenticated share exhausted) has a series before the first wait.
+	for _, c := range []upstream.Class{upstream.Unauthenticated, upstream.Authenticated} {
+		m.backendActive.WithLabelValues(c.String())
+		m.slotWaits.WithLabelValues(c.String())
+		m.slotTimeouts.WithLabelValues(c.String())
+	}
 
 	reg.MustRegister(m.sessionsOpen, m.sessionsTotal, m.refused, m.handshakes, m.startTLS, m.auth, m.decisions,
 		m.relayDenied, m.backendErrors, m.backendReplies, m.backendOpened, m.backendIdle, m.backendActive, m.slotWaits, m.slotTimeouts, m.spooled, m.messages, m.messageBytes, m.deliveryLatency)
@@ -141,6 +149,7 @@ func (m *Metrics) listen(lc ListenerConfig, auth bool) {
 	m.relayDenied.WithLabelValues(n)
 	for _, r := range []string{"delivered", "rejected", "failed"} {
 		m.messages.WithLabelValues(n, r)
+		m.spooled.WithLabelValues(n, r)
 	}
 	m.messageBytes.WithLabelValues(n)
 	m.deliveryLatency.WithLabelValues(n)

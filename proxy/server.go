@@ -363,6 +363,7 @@ func (s *Server) serve(lc ListenerConfig, raw net.Listener) *listener {
 	if lc.Protocol.mailbox() {
 		s.log.Info("listening", zap.String("listener", lc.Name), zap.Stringer("address", raw.Addr()), zap.String("protocol", string(lc.Protocol)),
 			zap.Bool("proxy_protocol", lc.ProxyProtocol != nil), zap.String("tls", string(lc.TLS)), zap.Int("max_sessions", lc.MaxSessions))
+		s.metrics.mailbox.Listen(mailbox.Protocol(lc.Protocol))
 		return l
 	}
 	s.metrics.listen(lc, lc.Auth && s.cfg.Auth != nil)

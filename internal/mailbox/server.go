@@ -225,3 +225,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.sessions, m.open, m.logins, m.bytes)
 	return m
 }
+
+// Listen creates a mailbox listener's gauges and byte counters at 0 when it
+// opens, so that a dashboard shows the protocol before its first session.
+func (m *Metrics) Listen(p Protocol) {
+	m.open.WithLabelValues(string(p))
+	for _, d := range []string{"in", "out"} {
+		m.bytes.WithLabelValues(string(p), d)
+	}
+}
