@@ -400,7 +400,18 @@ func TestOpsMetricsBeforeFirstSession(t *testing.T) {
 	pf := startPostfix(t)
 	admin := loopbackAddr(t)
 	startTLSGuard(t, pf, withConfig(fmt.Sprintf("admin:\n  address: %q\n", admin)))
-	_, body := httpGet(t, "http://"+admin+"/metrics")
+	// The harness's readiness probes are sessions too: wait until tlsguard
+	// has seen them end (at most a few seconds under load).
+	var body string
+	waitUntil(t, "the readiness probes' sessions end", 10*time.Second, func() bool {
+		_, body = httpGet(t, "http://"+admin+"/metrics")
+		for _, l := range []string{"submissions", "submission", "submission-strict", "mx"} {
+			if metricValue(body, "tlsguard_sessions_open", "listener", l) > 0 {
+				return false
+			}
+		}
+		return true
+	})
 	for _, l := range []string{"submissions", "submission", "submission-strict", "mx"} {
 		for _, m := range []struct {
 			name   string
