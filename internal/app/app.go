@@ -1,25 +1,28 @@
-package main
+// Package app builds a running tlsguard from its config, in one place for
+// every program that runs one (`tlsguard serve`, `tlsguard check`, the
+// profiling harness bench/pprof): the policy with its open-relay self-test,
+// the credential sources, the fleet's Redis, the certificates, the backend
+// and mailbox legs with their TLS settings, the proxy and the admin
+// endpoint; and it reloads them (SIGHUP, a changed policy file). The
+// caller keeps the command line and the signals.
+package app
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"reflect"
-	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/tlsguard/tlsguard/certs"
 	"github.com/tlsguard/tlsguard/internal/auth"
+	"github.com/tlsguard/tlsguard/internal/cluster"
 	"github.com/tlsguard/tlsguard/internal/config"
 	"github.com/tlsguard/tlsguard/internal/mailbox"
 	"github.com/tlsguard/tlsguard/logging"
@@ -27,49 +30,9 @@ import (
 	"github.com/tlsguard/tlsguard/proxy"
 )
 
-func init() {
-	register("serve", "run the proxy", runServe)
-}
-
-func runServe(args []string, _, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "tlsguard.yaml", "the config file")
-	if err := fs.Parse(args); err != nil {
-		return helpExit(err)
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "serve: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	cfg, err := loadConfig(*configPath)
-	if err != nil {
-		fmt.Fprintf(stderr, "tlsguard: invalid config:\n%v\n", err)
-		return 2
-	}
-	log, level, err := logging.NewLevel(cfg.LogConfig())
-	if err != nil {
-		fmt.Fprintf(stderr, "tlsguard: %v\n", err)
-		return 2
-	}
-	defer log.Sync()
-	// Named, so that every line has the "logger" key the README documents
-	// (components get "tlsguard.certs", "tlsguard.backend", ...).
-	log = log.Named("tlsguard")
-	if err := serve(cfg, log, level); err != nil {
-		log.Error("tlsguard stopped", zap.Error(err))
-		fmt.Fprintf(stderr, "tlsguard: %v\n", err)
-		return 1
-	}
-	// The last line of a clean exit, so that a log shows the process ended
-	// rather than died.
-	log.Info("tlsguard stopped")
-	return 0
-}
-
-// loadConfig loads the config file and checks that the files it names can
+// LoadConfig loads the config file and checks that the files it names can
 // be read, reporting both as file:line: key: message.
-func loadConfig(path string) (*config.Config, error) {
+func LoadConfig(path string) (*config.Config, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return nil, err
@@ -80,8 +43,8 @@ func loadConfig(path string) (*config.Config, error) {
 	return cfg, nil
 }
 
-// app is what a running tlsguard holds and reloads.
-type app struct {
+// App is what a running tlsguard holds and reloads.
+type App struct {
 	cfg     *config.Config
 	log     *zap.Logger
 	level   zap.AtomicLevel // the logger's, set from log.level on reload
@@ -93,11 +56,21 @@ type app struct {
 	authMetrics *auth.Metrics // built once: reloads rebuild the sources, not their metrics
 	// checkOnly is `tlsguard check`: load everything, create nothing.
 	checkOnly bool
+
+	fleet     *cluster.Client
+	stopAdmin func(context.Context) error
+	watcher   *policyWatcher
+}
+
+// New is an App for cfg, as LoadConfig returns it; level is log's, so
+// that a reload can change it. Nothing is built before Start.
+func New(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel) *App {
+	return &App{cfg: cfg, log: log, level: level}
 }
 
 // reloaded counts a reload of what and logs it, or its refusal; fields
 // name what was read (the file).
-func (a *app) reloaded(what string, err error, fields ...zap.Field) {
+func (a *App) reloaded(what string, err error, fields ...zap.Field) {
 	result := "ok"
 	if err != nil {
 		result = "failed"
@@ -108,14 +81,18 @@ func (a *app) reloaded(what string, err error, fields ...zap.Field) {
 	a.metrics.reloads.WithLabelValues(what, result).Inc()
 }
 
-func serve(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-
-	a := &app{cfg: cfg, log: log, level: level}
+// Start builds the server from the config (policy, credential sources,
+// fleet, certificates, backend leg, proxy, admin endpoint) and starts
+// listening. ctx bounds the certificates' and the fleet's background work:
+// cancel it when the process stops. On an error everything built so far
+// is closed.
+func (a *App) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			a.close(context.Background())
+		}
+	}()
+	cfg, log := a.cfg, a.log
 	pol, err := a.loadPolicy()
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
@@ -130,9 +107,7 @@ func serve(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel) error {
 	if err != nil {
 		return err
 	}
-	if fleet != nil {
-		defer fleet.Close()
-	}
+	a.fleet = fleet
 	var serverTLS *tls.Config
 	if cfg.NeedsTLS() {
 		opts := certs.Options{Hostname: cfg.Hostname, StateDir: cfg.StateDir, Logger: log}
@@ -143,7 +118,6 @@ func serve(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel) error {
 		if err != nil {
 			return fmt.Errorf("certificates: %w", err)
 		}
-		defer a.certs.Close()
 		serverTLS = a.certs.ServerConfig()
 		if cfg.Cluster.Shares(config.ShareSessionTickets) {
 			tickets := fleet.Tickets(seal, a.certs.SetSessionTicketKeys)
@@ -203,32 +177,55 @@ func serve(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel) error {
 		if fleet != nil {
 			ready.degraded = fleet.Degraded
 		}
-		stopAdmin, err := serveAdmin(cfg.Admin.Address, reg, ready, log)
+		a.stopAdmin, err = serveAdmin(cfg.Admin.Address, reg, ready, log)
 		if err != nil {
 			a.srv.Shutdown(context.Background())
 			return err
 		}
-		defer stopAdmin(context.Background())
 	}
 	log.Info("tlsguard ready", zap.String("hostname", cfg.Hostname), zap.String("config", cfg.File()), zap.String("policy", cfg.Policy))
-	watcher := a.policyWatcher() // reload the policy when its file changes
-	poll := time.NewTicker(policyWatchInterval)
-	defer poll.Stop()
+	a.watcher = a.policyWatcher() // reload the policy when its file changes
+	return nil
+}
 
-	for {
-		select {
-		case <-poll.C:
-			watcher.poll()
-		case <-hup:
-			watcher.follow(a.cfg.Policy, a.listenerNames(), a.reload())
-		case <-ctx.Done():
-			// The grace as text ("30s"): the encoder writes durations as
-			// bare milliseconds, which read as seconds.
-			log.Info("shutting down", zap.String("grace", a.cfg.ShutdownGrace.String()))
-			sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
-			defer cancel()
-			return a.srv.Shutdown(sctx)
-		}
+// PolicyWatchInterval is how often the caller of Start should call
+// PollPolicy.
+const PolicyWatchInterval = policyWatchInterval
+
+// PollPolicy reloads the policy if its file changed and settled. Call it
+// on the goroutine that calls Reload, so the two never race.
+func (a *App) PollPolicy() { a.watcher.poll() }
+
+// Reload applies a changed config, policy, credentials and certificates
+// (SIGHUP); see reload.
+func (a *App) Reload() {
+	a.watcher.follow(a.cfg.Policy, a.listenerNames(), a.reload())
+}
+
+// Shutdown stops the server, letting sessions finish within
+// shutdown_grace, then closes the admin endpoint, the certificates and
+// the fleet's connection.
+func (a *App) Shutdown() error {
+	// The grace as text ("30s"): the encoder writes durations as
+	// bare milliseconds, which read as seconds.
+	a.log.Info("shutting down", zap.String("grace", a.cfg.ShutdownGrace.String()))
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
+	defer cancel()
+	err := a.srv.Shutdown(sctx)
+	a.close(context.Background())
+	return err
+}
+
+// close releases what Start built, besides the proxy.
+func (a *App) close(ctx context.Context) {
+	if a.stopAdmin != nil {
+		a.stopAdmin(ctx)
+	}
+	if a.certs != nil {
+		a.certs.Close()
+	}
+	if a.fleet != nil {
+		a.fleet.Close()
 	}
 }
 
@@ -236,9 +233,9 @@ func serve(cfg *config.Config, log *zap.Logger, level zap.AtomicLevel) error {
 // certificates. Each is replaced only if its new version loads; otherwise the
 // old one stays and the error is logged. It reports whether a new policy was
 // put in force.
-func (a *app) reload() (policyLoaded bool) {
+func (a *App) reload() (policyLoaded bool) {
 	a.log.Info("reload requested (SIGHUP)")
-	cfg, err := loadConfig(a.cfg.File())
+	cfg, err := LoadConfig(a.cfg.File())
 	if err != nil {
 		// A bad file changes nothing: not even the parts that are fine.
 		a.reloaded("config", err, zap.String("config", a.cfg.File()))
@@ -291,7 +288,7 @@ func (a *app) reload() (policyLoaded bool) {
 
 // loadPolicy loads the policy file and refuses one that makes an open relay;
 // it warns about trusted networks that NAT makes everyone's.
-func (a *app) loadPolicy() (*policy.Policy, error) {
+func (a *App) loadPolicy() (*policy.Policy, error) {
 	pol, err := policy.Load(a.cfg.Policy)
 	if err != nil {
 		return nil, err
@@ -307,7 +304,7 @@ func (a *app) loadPolicy() (*policy.Policy, error) {
 }
 
 // authenticator builds the credential check the config asks for, or nil.
-func (a *app) authenticator() (auth.Source, error) {
+func (a *App) authenticator() (auth.Source, error) {
 	if a.authMetrics == nil {
 		a.authMetrics = auth.NewMetrics(a.registry)
 	}
@@ -327,7 +324,7 @@ func (a *app) authenticator() (auth.Source, error) {
 }
 
 // backendConfig builds the backend leg, with its TLS settings.
-func (a *app) backendConfig() (proxy.BackendConfig, error) {
+func (a *App) backendConfig() (proxy.BackendConfig, error) {
 	b := a.cfg.Backend
 	out := a.cfg.ProxyBackend()
 	out.SpoolDir = filepath.Join(a.cfg.StateDir, "spool")
@@ -354,7 +351,7 @@ func (a *app) backendConfig() (proxy.BackendConfig, error) {
 // certificate as the backend leg does (backend.tls_ca_file,
 // backend.tls_skip_verify), against backend.tls_server_name or the host of
 // the mailbox address.
-func (a *app) mailboxBackend() (mailbox.BackendConfig, error) {
+func (a *App) mailboxBackend() (mailbox.BackendConfig, error) {
 	out := a.cfg.ProxyMailbox()
 	if out.TLS == string(proxy.TLSNone) {
 		return out, nil
@@ -370,7 +367,7 @@ func (a *app) mailboxBackend() (mailbox.BackendConfig, error) {
 
 // backendTLS is the TLS client configuration towards a legacy server at
 // addr (host:port), from the backend section's TLS keys.
-func (a *app) backendTLS(addr string) (*tls.Config, error) {
+func (a *App) backendTLS(addr string) (*tls.Config, error) {
 	b := a.cfg.Backend
 	host := b.TLSServerName
 	if host == "" {
