@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # bench/profile.sh — pprof CPU and allocation profiles of tlsguard's proxy
-# under the benchmark's loads. Runs bench/pprof (the proxy wired as `tlsguard
-# serve` wires it, plus runtime/pprof) in front of a fresh smtp-sink, drives
+# under the benchmark's loads. Runs bench/pprof (the server built by
+# internal/app, as `tlsguard serve` builds it, plus runtime/pprof) in front of a fresh smtp-sink, drives
 # it with cmd/tlsguard-bench, and writes per load into $OUT/LOAD/:
 #   cpu.pprof allocs.pprof heap.pprof   the raw profiles
+#   tlsguard-pprof.yaml                 the config the harness wrote and ran
 #   cpu-top.txt                         go tool pprof -top (flat and cumulative)
 #   alloc-space-top.txt alloc-objects-top.txt
 #   hold only: heap-1.pprof heap-inuse-top.txt goroutine-1.txt memstats-1.txt

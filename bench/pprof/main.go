@@ -1,7 +1,8 @@
 // Command pprof is the profiling harness of the benchmark (bench/profile.sh
-// runs it): tlsguard's proxy wired as `tlsguard serve` wires it (certs,
-// policy, logging, proxy; the bench's listeners and limits), plus pprof CPU
-// and allocation profiles written to files. It is not part of the product
+// runs it): tlsguard's proxy built by internal/app, the wiring `tlsguard
+// serve` uses, from a config it writes (the bench's listeners, certificate,
+// backend, policy and limits; every other key at its default), plus pprof
+// CPU and allocation profiles written to files. It is not part of the product
 // and adds no endpoint to it: the product has no pprof hook (see
 // docs/performance.md).
 //
@@ -25,13 +26,10 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"syscall"
-	"time"
 
-	"github.com/tlsguard/tlsguard/certs"
+	"github.com/tlsguard/tlsguard/internal/app"
 	"github.com/tlsguard/tlsguard/internal/config"
 	"github.com/tlsguard/tlsguard/logging"
-	"github.com/tlsguard/tlsguard/policy"
-	"github.com/tlsguard/tlsguard/proxy"
 )
 
 func main() {
@@ -65,41 +63,15 @@ func run(cert, key, backend, starttls, implicit, polFile, level, out string, rat
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log, err := logging.New(logging.Config{Level: level, Format: "json"})
+	cfg, err := writeConfig(cert, key, backend, starttls, implicit, polFile, level, out)
 	if err != nil {
 		return err
 	}
-	pol, err := policy.Load(polFile)
+	log, lvl, err := logging.NewLevel(cfg.LogConfig())
 	if err != nil {
 		return err
 	}
-	// The defaults of tlsguard.yaml, with room for the bench's sessions.
-	defaults := config.Default()
-	defaults.Backend.Address = backend
-	defaults.TLS.Certificates = []certs.Pair{{Cert: cert, Key: key}}
-	cm, err := certs.New(ctx, defaults.TLS,
-		certs.Options{Hostname: "mail.example.test", StateDir: filepath.Join(out, "state"), Logger: log})
-	if err != nil {
-		return err
-	}
-	defer cm.Close()
-	limits := defaults.ProxyLimits()
-	limits.MaxSessions, limits.MaxSessionsPerIP = 20000, 20000
-	srv, err := proxy.New(proxy.Config{
-		Hostname: "mail.example.test",
-		Listeners: []proxy.ListenerConfig{
-			{Name: "submission", Address: starttls, TLS: proxy.TLSStartTLS, Auth: true},
-			{Name: "submissions", Address: implicit, TLS: proxy.TLSImplicit, Auth: true},
-		},
-		TLS:     cm.ServerConfig(),
-		Backend: defaults.ProxyBackend(),
-		Limits:  limits,
-		Policy:  pol,
-		Logger:  log,
-	})
-	if err != nil {
-		return err
-	}
+	log = log.Named("tlsguard")
 	cpu, err := os.Create(filepath.Join(out, "cpu.pprof"))
 	if err != nil {
 		return err
@@ -107,6 +79,7 @@ func run(cert, key, backend, starttls, implicit, polFile, level, out string, rat
 	if err := pprof.StartCPUProfile(cpu); err != nil {
 		return err
 	}
+	srv := app.New(cfg, log, lvl)
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
@@ -124,15 +97,46 @@ func run(cert, key, backend, starttls, implicit, polFile, level, out string, rat
 	}
 	pprof.StopCPUProfile()
 	cpu.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	srv.Shutdown(sctx)
+	srv.Shutdown() // within shutdown_grace, which the config sets to 5s
 	for _, p := range []string{"allocs", "heap"} {
 		if err := writeProfile(filepath.Join(out, p+".pprof"), p, 0); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// writeConfig writes the bench's tlsguard.yaml into out and loads it as
+// `tlsguard serve` would; every key it does not name keeps its default.
+func writeConfig(cert, key, backend, starttls, implicit, polFile, level, out string) (*config.Config, error) {
+	abs := func(p string) string {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return p
+		}
+		return a
+	}
+	// %q writes a Go string, which YAML reads as a double-quoted scalar.
+	body := fmt.Sprintf(`hostname: mail.example.test
+state_dir: %q
+listeners:
+  - {name: submission, address: %q, tls: starttls}
+  - {name: submissions, address: %q, tls: implicit}
+tls:
+  certificates:
+    - {cert: %q, key: %q}
+backend:
+  address: %q
+policy: %q
+log: {level: %q, format: json}
+limits: {max_sessions: 20000, max_sessions_per_ip: 20000}
+shutdown_grace: 5s
+`, abs(filepath.Join(out, "state")), starttls, implicit, abs(cert), abs(key), backend, abs(polFile), level)
+	path := filepath.Join(out, "tlsguard-pprof.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		return nil, err
+	}
+	return app.LoadConfig(path)
 }
 
 func writeProfile(path, name string, debug int) error {

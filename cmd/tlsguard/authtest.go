@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/term"
 
+	"github.com/tlsguard/tlsguard/internal/app"
 	"github.com/tlsguard/tlsguard/internal/auth"
 	"github.com/tlsguard/tlsguard/internal/config"
 )
@@ -54,11 +55,10 @@ func runAuth(args []string, stdout, stderr io.Writer) int {
 		printLoadError(stderr, err)
 		return 2
 	}
-	a := &app{cfg: cfg, log: zap.NewNop()}
 	// The cache would only ever see this one login: ask the sources.
 	cfg.Auth.Cache.TTL = new(time.Duration)
 	cfg.Auth.Cache.NegativeTTL = 0
-	src, err := a.authenticator()
+	src, err := app.Authenticator(cfg, zap.NewNop())
 	if err != nil {
 		fmt.Fprintf(stderr, "auth test: %v\n", err)
 		return 2

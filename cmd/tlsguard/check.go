@@ -11,12 +11,10 @@ import (
 	"os"
 
 	"github.com/emersion/go-smtp"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/tlsguard/tlsguard/certs"
-	"github.com/tlsguard/tlsguard/internal/yamlx"
+	"github.com/tlsguard/tlsguard/internal/app"
 	"github.com/tlsguard/tlsguard/proxy"
 )
 
@@ -42,7 +40,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "check: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	cfg, err := loadConfig(*configPath)
+	cfg, err := app.LoadConfig(*configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "tlsguard: invalid config:\n%v\n", err)
 		return 1
@@ -52,31 +50,10 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	enc := zap.NewDevelopmentEncoderConfig()
 	enc.TimeKey = ""
 	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(stderr), zap.WarnLevel))
-	a := &app{cfg: cfg, log: log, registry: prometheus.NewRegistry(), checkOnly: true}
-
-	var problems []string
-	fail := func(err error) { problems = append(problems, err.Error()) }
-	if _, err := a.loadPolicy(); err != nil {
-		fail(fmt.Errorf("policy: %w", err))
-	}
-	if src, err := a.authenticator(); err != nil {
-		fail(err)
-	} else if c, ok := src.(interface{ Close() }); ok {
-		c.Close()
-	}
-	if cfg.NeedsTLS() {
-		for _, p := range cfg.TLS.Certificates {
-			if err := certs.CheckPair(p); err != nil {
-				fail(yamlx.Errorf(p.Pos, "", "%v", err))
-			}
-		}
-	}
-	bc, err := a.backendConfig()
-	if err != nil {
-		fail(err)
-	} else if *backend {
-		if err := greetBackend(bc, cfg.Hostname); err != nil {
-			fail(err)
+	problems, bc := app.Check(cfg, log)
+	if bc != nil && *backend {
+		if err := greetBackend(*bc, cfg.Hostname); err != nil {
+			problems = append(problems, err)
 		}
 	}
 	if len(problems) > 0 {

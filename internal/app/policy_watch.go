@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"crypto/sha256"
@@ -28,14 +28,14 @@ const policyWatchInterval = 2 * time.Second
 // half-written is not loaded; a change takes effect within about two
 // intervals. A file that does not load is refused with the error in the log
 // and the old policy stays in force, exactly as with SIGHUP.
-func (a *app) policyWatcher() *policyWatcher {
+func (a *App) policyWatcher() *policyWatcher {
 	w := newPolicyWatcher(a.cfg.Policy, a.log, a.srv.SetPolicy, a.listenerNames())
 	w.load = a.loadPolicy // the same checks as at start-up and on SIGHUP
 	w.report = func(err error) { a.reloaded("policy", err, zap.String("policy", w.path)) }
 	return w
 }
 
-func (a *app) listenerNames() []string {
+func (a *App) listenerNames() []string {
 	var names []string
 	for _, l := range a.cfg.ProxyListeners() {
 		names = append(names, l.Name)

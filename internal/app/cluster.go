@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"crypto/tls"
@@ -14,7 +14,7 @@ import (
 
 // openCluster connects to the fleet's Redis and loads the key that seals
 // values in it; nil, nil without a cluster section.
-func (a *app) openCluster() (*cluster.Client, *cluster.Sealer, error) {
+func (a *App) openCluster() (*cluster.Client, *cluster.Sealer, error) {
 	cl := a.cfg.Cluster
 	if !cl.On() {
 		return nil, nil, nil
@@ -62,7 +62,7 @@ func (a *app) openCluster() (*cluster.Client, *cluster.Sealer, error) {
 
 // clusterStorage is the shared ACME storage, or nil when certificates are
 // not shared (or not from ACME).
-func (a *app) clusterStorage(c *cluster.Client, seal *cluster.Sealer) *cluster.Storage {
+func (a *App) clusterStorage(c *cluster.Client, seal *cluster.Sealer) *cluster.Storage {
 	if c == nil || a.cfg.TLS.ACME == nil || !a.cfg.Cluster.Shares(config.ShareCertificates) {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package main
+package app
 
 // Building the credential sources that the auth section names: files
 // (htpasswd, bind passwords, CAs) are read here, at start and on each
