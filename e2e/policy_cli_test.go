@@ -99,6 +99,40 @@ rules:
 	}
 }
 
+// The replies a client sees read like a mail server's (RFC 5321 4.1.1.1:
+// the EHLO reply opens with the server's own name; RFC 3463 3.2, 3.3: the
+// MAIL and RCPT codes), and `policy explain` prints exactly the RCPT reply
+// the client gets for the same session.
+func TestPolicyExplainReplyIsTheWireReply(t *testing.T) {
+	t.Parallel()
+	pf := startPostfix(t)
+	g := startTLSGuard(t, pf)
+
+	c := dialSMTP(t, g.MX)
+	if r := c.ehlo("client.example.net"); r.lines[0] != "mail.example.org" {
+		t.Errorf("EHLO reply opens with %q, want the hostname mail.example.org", r.lines[0])
+	}
+	if got := c.cmd("MAIL FROM:<" + carol + ">").last(); got != "250 2.1.0 Ok" {
+		t.Errorf("MAIL reply %q, want %q", got, "250 2.1.0 Ok")
+	}
+	rcpt := c.cmd("RCPT TO:<" + alice + ">").last()
+	if rcpt != "250 2.1.5 Ok" {
+		t.Errorf("RCPT reply %q, want %q", rcpt, "250 2.1.5 Ok")
+	}
+	if got := c.cmd("QUIT").last(); got != "221 2.0.0 Bye" {
+		t.Errorf("QUIT reply %q, want %q", got, "221 2.0.0 Bye")
+	}
+
+	code, out, errOut := runGuardCmd(t, "policy", "explain", "--policy", filepath.Join(g.Dir, "policy.yaml"),
+		"--from", carol, "--to", alice, "--listener", "mx", "--ip", "127.0.0.1")
+	if code != 0 {
+		t.Fatalf("policy explain: exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "\nreply:    "+rcpt+"\n") {
+		t.Errorf("policy explain does not print the client's reply %q:\n%s", rcpt, out)
+	}
+}
+
 func TestPolicyExplainCommand(t *testing.T) {
 	t.Parallel()
 	pol := filepath.Join("..", "policies", "university.yaml")
@@ -114,13 +148,13 @@ func TestPolicyExplainCommand(t *testing.T) {
 			lines[k] = strings.TrimSpace(v)
 		}
 	}
-	if lines["decision"] != "accept" || lines["reply"] != "250 2.1.5 OK" || !strings.HasPrefix(lines["rule"], "relay-needs-login ("+pol+":") {
+	if lines["decision"] != "accept" || lines["reply"] != "250 2.1.5 Ok" || !strings.HasPrefix(lines["rule"], "relay-needs-login ("+pol+":") {
 		t.Errorf("decision lines: %q", lines)
 	}
 	for _, want := range []string{
 		"no match client IP 198.51.100.7 is not in trusted_networks",
 		"no match needs tls: false; the session is encrypted",
-		"DECIDED matched: require_auth (the client is logged in as dave) -> 250 2.1.5 OK",
+		"DECIDED matched: require_auth (the client is logged in as dave) -> 250 2.1.5 Ok",
 		"ok sender <dave@uni.example> is allowed by may_send_as",
 	} {
 		if !containsWords(out, want) {

@@ -39,7 +39,7 @@ func TestRunCases(t *testing.T) {
     from: x@foreign.test
     to: a@foreign.test
     expect: accept
-    reply: "250 2.1.5 OK"
+    reply: "250 2.1.5 Ok"
     rule: authenticated
 `))
 	if err != nil {
@@ -51,7 +51,7 @@ func TestRunCases(t *testing.T) {
 	}
 	want := []policy.Diff{
 		{"expect", "accept", "reject"},
-		{"reply", "250 2.1.5 OK", "550 5.7.1 Relaying denied. Authentication required."},
+		{"reply", "250 2.1.5 Ok", "550 5.7.1 Relaying denied. Authentication required."},
 		{"rule", "authenticated", "default (c.yaml)"},
 	}
 	for i, d := range rs[1].Diffs {

@@ -64,8 +64,8 @@ func ParseReply(s string) (Reply, error) {
 // Replies this package decides. Codes are fixed by the behaviour contract in
 // docs/behaviour.md; rule replies in a policy file may set their own.
 var (
-	replyRecipientOK  = Reply{250, [3]int{2, 1, 5}, "OK"}
-	replySenderOK     = Reply{250, [3]int{2, 1, 0}, "OK"}
+	replyRecipientOK  = Reply{250, [3]int{2, 1, 5}, "Ok"}
+	replySenderOK     = Reply{250, [3]int{2, 1, 0}, "Ok"}
 	replyRelayDenied  = Reply{550, [3]int{5, 7, 1}, "Relaying denied. Authentication required."}
 	replyRejected     = Reply{550, [3]int{5, 7, 1}, "Rejected by policy"}
 	replyTempFail     = Reply{450, [3]int{4, 7, 1}, "Temporarily refused by policy, try again later"}

@@ -164,7 +164,7 @@ func TestRuleConditionsAndOrder(t *testing.T) {
 		{"tricky sender still blocked", anon, "a%b@spam.test", "a@example.org", policy.Reject, "block", ""},
 		{"null sender on submission", alice, "", "x@foreign.test", policy.TempFail, "greylist", "450 4.7.1 Temporarily refused by policy, try again later"},
 		{"null sender on mx is local mail", anon, "", "a@example.org", policy.Accept, "local", ""},
-		{"local", anon, "x@foreign.test", "A@Example.ORG", policy.Accept, "local", "250 2.1.5 OK"},
+		{"local", anon, "x@foreign.test", "A@Example.ORG", policy.Accept, "local", "250 2.1.5 Ok"},
 		{"local wildcard", anon, "x@foreign.test", "a@b.example.org", policy.Accept, "local", ""},
 		{"percent hack not local", tlsAnon, "x@foreign.test", "a%foreign.test@example.org", policy.Reject, "others", "550 5.7.1 Relaying denied. Authentication required."},
 		{"partner network", partner, "x@foreign.test", "a@partner.test", policy.Accept, "partner", ""},

@@ -263,5 +263,5 @@ rules:
 		}
 	}
 	expectStep(t, out, "RCPT block-spam "+p+":3 SHADOW matched: reject -> 550 5.7.1 Rejected by policy, but mode: shadow: not enforced, the rules below decide")
-	expectStep(t, out, "RCPT local "+p+":7 DECIDED matched: accept -> 250 2.1.5 OK")
+	expectStep(t, out, "RCPT local "+p+":7 DECIDED matched: accept -> 250 2.1.5 Ok")
 }

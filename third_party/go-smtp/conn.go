@@ -267,7 +267,8 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 	}
 
 	if !enhanced {
-		c.writeResponse(250, EnhancedCode{2, 0, 0}, fmt.Sprintf("Hello %s", domain))
+		// RFC 5321 4.1.1.1: helo-ok-rsp = "250" SP Domain [ SP helo-greet ].
+		c.writeResponse(250, NoEnhancedCode, c.serverName(domain))
 		return
 	}
 
@@ -330,9 +331,21 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 		}
 	}
 
-	args := []string{"Hello " + domain}
+	// RFC 5321 4.1.1.1: the first line of ehlo-ok-rsp is the server's own
+	// Domain, then an optional greeting.
+	args := []string{c.serverName(domain)}
 	args = append(args, caps...)
 	c.writeResponse(250, NoEnhancedCode, args...)
+}
+
+// serverName is the Domain that opens the HELO and EHLO replies (RFC 5321
+// 4.1.1.1). Without a Server.Domain it falls back to greeting the client
+// by the name it gave, as older releases did.
+func (c *Conn) serverName(clientDomain string) string {
+	if c.server.Domain != "" {
+		return c.server.Domain
+	}
+	return "Hello " + clientDomain
 }
 
 // READY state -> waiting for MAIL
@@ -497,7 +510,7 @@ func (c *Conn) handleMail(arg string) {
 		return
 	}
 
-	c.writeResponse(250, EnhancedCode{2, 0, 0}, fmt.Sprintf("Roger, accepting mail from <%v>", from))
+	c.writeResponse(250, EnhancedCode{2, 1, 0}, "Ok")
 	c.fromReceived = true
 }
 
@@ -809,7 +822,7 @@ func (c *Conn) handleRcpt(arg string) {
 		return
 	}
 	c.recipients = append(c.recipients, recipient)
-	c.writeResponse(250, EnhancedCode{2, 0, 0}, fmt.Sprintf("I'll make sure <%v> gets this", recipient))
+	c.writeResponse(250, EnhancedCode{2, 1, 5}, "Ok")
 }
 
 func checkNotifySet(values []DSNNotify) error {
