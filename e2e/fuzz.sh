@@ -20,7 +20,7 @@ targets=(
 	"./policy FuzzParseAddress"          # MAIL/RCPT addresses (relay decisions)
 	"./policy FuzzParsePolicy"           # the policy loader
 	"./internal/yamlx FuzzYAMLXDecode"   # strict YAML decoding (config and policy)
-	"./cmd/tlsguard FuzzLoadConfig"      # the config loader
+	"./internal/config FuzzLoadConfig"   # the config loader
 	"./internal/upstream FuzzNormalizer" # DATA/BDAT normalisation (SMTP smuggling)
 	"./proxy FuzzSASL"                   # AUTH PLAIN (go-sasl) and LOGIN (ours) through Session.Auth
 )
@@ -43,6 +43,13 @@ for t in "${targets[@]}"; do
 		continue
 	fi
 	echo "== fuzz $name ($pkg, $FUZZTIME)"
+	# A target that moved would otherwise "pass" by fuzzing nothing.
+	listed=$(go test -list "^${name}\$" "$pkg" 2>&1 || true)
+	if ! grep -qx "$name" <<<"$listed"; then
+		echo "fuzz $name: no such fuzz target in $pkg"
+		failed+=("$name")
+		continue
+	fi
 	corpus="$pkg/testdata/fuzz/$name"
 	before=$(count_files "$corpus")
 	# -fuzzminimizetime bounds the minimisation of each new input, which
