@@ -5,7 +5,8 @@
 #
 #   Debian: postfix (the legacy backend; no system instance is configured or
 #           started), swaks + libnet-ssleay-perl (its TLS), apache2-utils
-#           (htpasswd), python3, openssl, ca-certificates, nmap, and what
+#           (htpasswd), python3, openssl, ca-certificates, nmap, haproxy,
+#           curl and git (mailbox and version tests), and what
 #           e2e/testdata/*/APT-PACKAGES list (Dovecot for the audit and
 #           identity tests, OpenLDAP for the identity tests; docker.io,
 #           docker-compose, debootstrap, qemu-user-static for the slow
@@ -15,7 +16,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 PATH=$PATH:/usr/sbin:/usr/local/go/bin
 
-packages=(postfix swaks libnet-ssleay-perl apache2-utils python3 openssl ca-certificates nmap haproxy)
+packages=(postfix swaks libnet-ssleay-perl apache2-utils python3 openssl ca-certificates nmap haproxy curl git)
 # Other tests name the Debian packages they need in e2e/testdata/*/APT-PACKAGES
 # (one per line, # comments), so that adding one needs no edit here.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
