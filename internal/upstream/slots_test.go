@@ -1,52 +1,13 @@
 package upstream
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"os"
-	"strings"
 	"testing"
 	"time"
 )
-
-// greeter is the least SMTP server a backend connection needs: a greeting,
-// 250 to EHLO, 221 to QUIT.
-func greeter(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.Write([]byte("220 greeter\r\n"))
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if strings.HasPrefix(strings.ToUpper(line), "QUIT") {
-						c.Write([]byte("221 bye\r\n"))
-						return
-					}
-					c.Write([]byte("250 ok\r\n"))
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
 
 func getWithin(b *Client, d time.Duration, auth bool) (*conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -62,7 +23,7 @@ func getWithin(b *Client, d time.Duration, auth bool) (*conn, error) {
 // third waits and fails, a logged-in one still gets the reserved one, and a
 // waiting session gets a slot as soon as one is given back.
 func TestBackendSlotsKeepReserve(t *testing.T) {
-	b := New(Config{Address: greeter(t), Hostname: "test", Timeout: 3 * time.Second, MaxConnections: 3, ReservedAuthenticated: 1, PoolSize: 0}, nil, nil)
+	b := New(Config{Address: backendAddr(t), Hostname: "test", Timeout: 3 * time.Second, MaxConnections: 3, ReservedAuthenticated: 1, PoolSize: 0}, nil, nil)
 	var held []*conn
 	for i := 0; i < 2; i++ {
 		bc, err := getWithin(b, time.Second, false)
@@ -105,7 +66,7 @@ func TestBackendSlotsKeepReserve(t *testing.T) {
 // Idle pooled connections count towards the cap: what is idle is reused,
 // never dialled beside.
 func TestBackendSlotsCountIdle(t *testing.T) {
-	b := New(Config{Address: greeter(t), Hostname: "test", Timeout: 3 * time.Second, MaxConnections: 2, ReservedAuthenticated: 0, PoolSize: 10, PoolIdle: time.Minute}, nil, nil)
+	b := New(Config{Address: backendAddr(t), Hostname: "test", Timeout: 3 * time.Second, MaxConnections: 2, ReservedAuthenticated: 0, PoolSize: 10, PoolIdle: time.Minute}, nil, nil)
 	defer b.Drain()
 	a1, err1 := getWithin(b, time.Second, false)
 	a2, err2 := getWithin(b, time.Second, false)
@@ -157,4 +118,10 @@ func TestSpool(t *testing.T) {
 		}
 		sp.Close()
 	}
+}
+
+// backendAddr is a backend for tests that only connect, greet and QUIT.
+func backendAddr(t *testing.T) string {
+	addr, _ := scripted(t, nil)
+	return addr
 }
