@@ -14,9 +14,18 @@ import (
 	"time"
 )
 
-// opsConfig is a config whose files all exist in dir; %s marks where a
-// case puts extra lines at the end.
+// opsConfig is a config whose files all exist in dir; a case adds its
+// lines at the end.
 func opsConfig(t *testing.T, dir string) string {
+	t.Helper()
+	return minimalConfig(t, dir, loopbackAddr(t), "  address: \"127.0.0.1:2525\"\n") + "log:\n  level: info\n"
+}
+
+// minimalConfig writes a certificate, a users file and a policy into dir
+// and returns a config with one implicit-TLS listener on listen that uses
+// them; backend is the backend section's body. Line numbers are fixed: the
+// backend section's body starts on line 12.
+func minimalConfig(t *testing.T, dir, listen, backend string) string {
 	t.Helper()
 	pki := newTestPKI(t, dir)
 	users := writeHtpasswd(t, dir, map[string]string{aliceUser: alicePass})
@@ -32,13 +41,10 @@ tls:
     - cert: %q
       key: %q
 backend:
-  address: "127.0.0.1:2525"
-auth:
+%sauth:
   users_file: %q
 policy: policy.yaml
-log:
-  level: info
-`, loopbackAddr(t), pki.CertFile, pki.KeyFile, users)
+`, listen, pki.CertFile, pki.KeyFile, backend, users)
 }
 
 // runTLSGuard runs the binary with args in dir and returns its exit code

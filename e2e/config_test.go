@@ -37,25 +37,8 @@ func TestConfigErrorExitsBeforeListening(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			listen := loopbackAddr(t)
-			pki := newTestPKI(t, dir)
-			users := writeHtpasswd(t, dir, map[string]string{aliceUser: alicePass})
-			writeFile(t, filepath.Join(dir, "policy.yaml"), policyYAML([]string{"example.org"}, nil))
 			// Line numbers matter: the backend section's second line is 13.
-			cfg := fmt.Sprintf(`hostname: mail.example.org
-state_dir: state
-listeners:
-  - name: submissions
-    address: %q
-    tls: implicit
-tls:
-  certificates:
-    - cert: %q
-      key: %q
-backend:
-%sauth:
-  users_file: %q
-policy: policy.yaml
-`, listen, pki.CertFile, pki.KeyFile, tc.backend, users)
+			cfg := minimalConfig(t, dir, listen, tc.backend)
 			file := filepath.Join(dir, "tlsguard.yaml")
 			writeFile(t, file, cfg)
 			if got := strings.Split(cfg, "\n")[tc.line-1]; !strings.Contains(got, tc.key) {
