@@ -48,7 +48,7 @@ const (
 // reserve-before-check contract of budget: Reserve pays for an attempt
 // before its check, Refund gives it back, Fail turns it into a failure and
 // reports whether the key reached its limit. The in-process budget is the
-// default; a fleet keeps one shared store instead (ShareAuth), and such a
+// default; a fleet keeps one shared store instead (Throttle.Share), and such a
 // store must answer from the in-process budget it is given when it cannot
 // reach its own: never Granted for want of an answer.
 type AuthBudget interface {
@@ -78,40 +78,14 @@ func (t *Throttle) Share(sh AuthShare) {
 	lim := t.lim
 	local := func(limit int) *budget { return newBudget(limit, lim.FailWindow, maxThrottleKeys) }
 	if sh.Budget != nil {
-		t.addr = shared{sh.Budget("addr", lim.MaxFailures, lim.FailWindow, local(lim.MaxFailures))}
-		t.userAddr = shared{sh.Budget("user_addr", lim.MaxFailures, lim.FailWindow, local(lim.MaxFailures))}
-		t.user = shared{sh.Budget("user", lim.UserMaxFailures, lim.FailWindow, local(lim.UserMaxFailures))}
+		t.addr = sh.Budget("addr", lim.MaxFailures, lim.FailWindow, local(lim.MaxFailures))
+		t.userAddr = sh.Budget("user_addr", lim.MaxFailures, lim.FailWindow, local(lim.MaxFailures))
+		t.user = sh.Budget("user", lim.UserMaxFailures, lim.FailWindow, local(lim.UserMaxFailures))
 	}
 	if sh.History != nil {
-		t.history = sharedHistory{sh.History(lim.Remember, newHistory(lim.Remember, maxThrottleKeys))}
+		t.history = sh.History(lim.Remember, newHistory(lim.Remember, maxThrottleKeys))
 	}
 }
-
-// budgeter and rememberer are what authLimits uses of a budget and a
-// history; shared and sharedHistory adapt the exported interfaces.
-type budgeter interface {
-	reserve(key string) verdict
-	refund(key string)
-	fail(key string) bool
-	blocked(key string) bool
-}
-
-type rememberer interface {
-	known(user, addr string) bool
-	remember(user, addr string)
-}
-
-type shared struct{ b AuthBudget }
-
-func (s shared) reserve(key string) verdict { return s.b.Reserve(key) }
-func (s shared) refund(key string)          { s.b.Refund(key) }
-func (s shared) fail(key string) bool       { return s.b.Fail(key) }
-func (s shared) blocked(key string) bool    { return s.b.Blocked(key) }
-
-type sharedHistory struct{ h AuthHistory }
-
-func (s sharedHistory) known(user, addr string) bool { return s.h.Known(user, addr) }
-func (s sharedHistory) remember(user, addr string)   { s.h.Remember(user, addr) }
 
 // The in-process budget and history as AuthBudget and AuthHistory.
 var (
@@ -436,10 +410,10 @@ func (s *slots) acquire(known bool) (func(), bool) {
 // and outlives reloads of the credential sources.
 type Throttle struct {
 	lim      ThrottleLimits
-	addr     budgeter // key: AddrKey
-	userAddr budgeter // key: user NUL AddrKey
-	user     budgeter // key: user; spent only for addresses without good history
-	history  rememberer
+	addr     AuthBudget // key: AddrKey
+	userAddr AuthBudget // key: user NUL AddrKey
+	user     AuthBudget // key: user; spent only for addresses without good history
+	history  AuthHistory
 	slots    *slots
 }
 
@@ -493,24 +467,24 @@ type Refusal struct {
 // history for user, which exempts it from the user budget.
 func (l *Throttle) Reserve(user, addr string, known bool) (*Reservation, *Refusal) {
 	r := &Reservation{l: l, addr: addr, userAddr: user + "\x00" + addr}
-	switch l.addr.reserve(r.addr) {
+	switch l.addr.Reserve(r.addr) {
 	case spent:
 		return nil, &Refusal{"address throttled", true}
 	case inFlight:
 		return nil, &Refusal{"address has attempts in flight", false}
 	}
-	switch l.userAddr.reserve(r.userAddr) {
+	switch l.userAddr.Reserve(r.userAddr) {
 	case spent:
-		l.addr.refund(r.addr)
+		l.addr.Refund(r.addr)
 		return nil, &Refusal{"user throttled at this address", true}
 	case inFlight:
-		l.addr.refund(r.addr)
+		l.addr.Refund(r.addr)
 		return nil, &Refusal{"user has attempts in flight at this address", false}
 	}
 	if known {
 		return r, nil
 	}
-	switch l.user.reserve(user) {
+	switch l.user.Reserve(user) {
 	case spent:
 		r.Refund()
 		return nil, &Refusal{"user throttled at new addresses", false}
@@ -524,10 +498,10 @@ func (l *Throttle) Reserve(user, addr string, known bool) (*Reservation, *Refusa
 
 // refund gives the attempt back to every budget it was charged to.
 func (r *Reservation) Refund() {
-	r.l.addr.refund(r.addr)
-	r.l.userAddr.refund(r.userAddr)
+	r.l.addr.Refund(r.addr)
+	r.l.userAddr.Refund(r.userAddr)
 	if r.user != "" {
-		r.l.user.refund(r.user)
+		r.l.user.Refund(r.user)
 	}
 }
 
@@ -535,12 +509,12 @@ func (r *Reservation) Refund() {
 // at it, has now reached its limit (the per-user budget only refuses later
 // attempts from new addresses, it never ends this session).
 func (r *Reservation) Fail() (over bool) {
-	over = r.l.addr.fail(r.addr)
-	if r.l.userAddr.fail(r.userAddr) {
+	over = r.l.addr.Fail(r.addr)
+	if r.l.userAddr.Fail(r.userAddr) {
 		over = true
 	}
 	if r.user != "" {
-		r.l.user.fail(r.user)
+		r.l.user.Fail(r.user)
 	}
 	return over
 }
@@ -549,24 +523,24 @@ func (r *Reservation) Fail() (over bool) {
 // exchange, a bad user name) against the address alone, if its budget
 // allows one more.
 func (l *Throttle) FailAddr(addr string) (over bool, ref *Refusal) {
-	switch l.addr.reserve(addr) {
+	switch l.addr.Reserve(addr) {
 	case spent:
 		return false, &Refusal{"address throttled", true}
 	case inFlight:
 		return false, &Refusal{"address has attempts in flight", false}
 	}
-	return l.addr.fail(addr), nil
+	return l.addr.Fail(addr), nil
 }
 
 // Blocked reports whether addr's failures have reached the limit, so that
 // an AUTH from it can be refused before credentials are read.
-func (l *Throttle) Blocked(addr string) bool { return l.addr.blocked(addr) }
+func (l *Throttle) Blocked(addr string) bool { return l.addr.Blocked(addr) }
 
 // Known reports whether user logged in from addr recently (good history).
-func (l *Throttle) Known(user, addr string) bool { return l.history.known(user, addr) }
+func (l *Throttle) Known(user, addr string) bool { return l.history.Known(user, addr) }
 
 // Remember records a successful login of user from addr.
-func (l *Throttle) Remember(user, addr string) { l.history.remember(user, addr) }
+func (l *Throttle) Remember(user, addr string) { l.history.Remember(user, addr) }
 
 // Acquire waits for a check slot; known is an address with good history for
 // the user. It returns the release function, or false when no slot came

@@ -188,15 +188,15 @@ func TestAuthLimitsBudgets(t *testing.T) {
 	clk := newFakeClock()
 	l := NewThrottle(ThrottleLimits{MaxFailures: 2, UserMaxFailures: 3, FailWindow: time.Minute,
 		Remember: time.Hour, MaxConcurrent: 4})
-	for _, b := range []budgeter{l.addr, l.userAddr, l.user} {
+	for _, b := range []AuthBudget{l.addr, l.userAddr, l.user} {
 		b.(*budget).now = clk.now
 	}
 	l.history.(*history).now = clk.now
 
-	l.history.remember("bob", "10.0.0.1")
+	l.history.Remember("bob", "10.0.0.1")
 	// Guessers at three new addresses spend bob's per-user budget.
 	for _, a := range []string{"10.0.0.2", "10.0.0.3", "10.0.0.4"} {
-		r, ref := l.Reserve("bob", a, l.history.known("bob", a))
+		r, ref := l.Reserve("bob", a, l.history.Known("bob", a))
 		if ref != nil {
 			t.Fatalf("guess from %s refused: %s", a, ref.Why)
 		}
@@ -209,7 +209,7 @@ func TestAuthLimitsBudgets(t *testing.T) {
 		t.Fatalf("new address after the user budget: %+v, want a refusal without hang-up", ref)
 	}
 	// bob's remembered address is checked normally.
-	r, ref := l.Reserve("bob", "10.0.0.1", l.history.known("bob", "10.0.0.1"))
+	r, ref := l.Reserve("bob", "10.0.0.1", l.history.Known("bob", "10.0.0.1"))
 	if ref != nil {
 		t.Fatalf("remembered address refused: %s", ref.Why)
 	}
@@ -233,7 +233,7 @@ func TestAuthLimitsBudgets(t *testing.T) {
 		t.Fatalf("spent address: %+v, want a hang-up", ref)
 	}
 	// A refused attempt charged nothing: the user budgets it passed are intact.
-	if l.userAddr.blocked("alice\x0010.0.1.1") {
+	if l.userAddr.Blocked("alice\x0010.0.1.1") {
 		t.Fatal("a refused attempt was charged")
 	}
 	// The window passes: all budgets are back.
@@ -243,7 +243,7 @@ func TestAuthLimitsBudgets(t *testing.T) {
 	}
 	// Good history expires after AuthRemember.
 	clk.advance(2 * time.Hour)
-	if l.history.known("bob", "10.0.0.1") {
+	if l.history.Known("bob", "10.0.0.1") {
 		t.Fatal("address remembered past auth_remember")
 	}
 }
