@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tlsguard/tlsguard/internal/auth"
+	"github.com/tlsguard/tlsguard/internal/mailwire"
 )
 
 // Protocol is what a mailbox listener speaks.
@@ -64,6 +65,11 @@ type BackendConfig struct {
 	TLSConfig *tls.Config
 	// Timeout bounds the connection, the greeting and each login command.
 	Timeout time.Duration
+}
+
+// wire is the leg to addr, for internal/mailwire's logins.
+func (b BackendConfig) wire(addr string) mailwire.Config {
+	return mailwire.Config{Address: addr, TLS: b.TLS, TLSConfig: b.TLSConfig, Timeout: b.Timeout}
 }
 
 // Config is what a Server needs; every duration must be set.
