@@ -45,8 +45,9 @@ const (
 )
 
 // Sizes that bound a session's memory: a command line (and the buffer of
-// each leg's reader, through which bytes are copied after login) and a
-// literal (LOGIN's user or password).
+// the client leg's reader, through which bytes are copied after login; the
+// backend leg's is internal/mailwire's, as large) and a literal (LOGIN's
+// user or password).
 const (
 	maxLine    = 4096
 	maxLiteral = 1024
