@@ -20,20 +20,7 @@ const (
 // offers it, else LOGIN. The error wraps ErrRefused when the server refused
 // the credentials. On success the caller owns the connection.
 func LoginIMAP(ctx context.Context, cfg Config, user, pass string) (*Conn, Login, error) {
-	if err := checkCredentials("imap", cfg, user, pass); err != nil {
-		return nil, Login{}, err
-	}
-	c, err := dial(ctx, "imap", cfg)
-	if err != nil {
-		return nil, Login{}, err
-	}
-	c.bye = tagLogout + " LOGOUT"
-	l, err := c.imapLogin(ctx, cfg, user, pass)
-	if err != nil {
-		c.Close()
-		return nil, Login{}, err
-	}
-	return c, l, nil
+	return login(ctx, "imap", tagLogout+" LOGOUT", cfg, user, pass, (*Conn).imapLogin)
 }
 
 func (c *Conn) imapLogin(ctx context.Context, cfg Config, user, pass string) (Login, error) {

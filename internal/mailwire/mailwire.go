@@ -193,6 +193,25 @@ func (c *Conn) Detach() (net.Conn, *bufio.Reader) {
 	return nc, c.w.Reader()
 }
 
+// login dials and runs steps; on success the caller owns the connection,
+// which says bye when logged out.
+func login(ctx context.Context, proto, bye string, cfg Config, user, pass string, steps func(*Conn, context.Context, Config, string, string) (Login, error)) (*Conn, Login, error) {
+	if err := checkCredentials(proto, cfg, user, pass); err != nil {
+		return nil, Login{}, err
+	}
+	c, err := dial(ctx, proto, cfg)
+	if err != nil {
+		return nil, Login{}, err
+	}
+	c.bye = bye
+	l, err := steps(c, ctx, cfg, user, pass)
+	if err != nil {
+		c.Close()
+		return nil, Login{}, err
+	}
+	return c, l, nil
+}
+
 // checkCredentials refuses what no login can carry: a NUL splits a SASL
 // PLAIN response (RFC 4616 2) and is no IMAP literal's CHAR8 (RFC 9051 9).
 func checkCredentials(proto string, cfg Config, user, pass string) error {

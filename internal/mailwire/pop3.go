@@ -11,60 +11,50 @@ import (
 // wraps ErrRefused when the server refused the credentials. On success the
 // caller owns the connection.
 func LoginPOP3(ctx context.Context, cfg Config, user, pass string) (*Conn, Login, error) {
-	if err := checkCredentials("pop3", cfg, user, pass); err != nil {
-		return nil, Login{}, err
-	}
-	c, err := dial(ctx, "pop3", cfg)
-	if err != nil {
-		return nil, Login{}, err
-	}
-	c.bye = "QUIT"
-	ok, err := c.pop3Login(ctx, cfg, user, pass)
-	if err != nil {
-		c.Close()
-		return nil, Login{}, err
-	}
-	return c, Login{OK: ok}, nil
+	return login(ctx, "pop3", "QUIT", cfg, user, pass, (*Conn).pop3Login)
 }
 
-func (c *Conn) pop3Login(ctx context.Context, cfg Config, user, pass string) (string, error) {
+func (c *Conn) pop3Login(ctx context.Context, cfg Config, user, pass string) (Login, error) {
 	if _, err := c.reply("greeting", false); err != nil {
-		return "", err
+		return Login{}, err
 	}
 	if cfg.TLS == TLSStartTLS {
 		if err := c.send("STLS"); err != nil {
-			return "", err
+			return Login{}, err
 		}
 		if _, err := c.reply("STLS", false); err != nil {
-			return "", err
+			return Login{}, err
 		}
 		if err := c.upgrade(ctx, cfg.TLSConfig); err != nil {
-			return "", err
+			return Login{}, err
 		}
 	}
 	plain, err := c.offersPlain()
 	if err != nil {
-		return "", err
+		return Login{}, err
 	}
+	var ok string
 	if plain {
 		if err := c.send("AUTH PLAIN " + plainResponse(user, pass)); err != nil {
-			return "", err
+			return Login{}, err
 		}
-		return c.reply("AUTH", true)
+		ok, err = c.reply("AUTH", true)
+		return Login{OK: ok}, err
 	}
 	if strings.ContainsAny(user+pass, "\r\n") {
-		return "", c.errorf("%w: CR or LF in the user name or password", ErrRefused)
+		return Login{}, c.errorf("%w: CR or LF in the user name or password", ErrRefused)
 	}
 	if err := c.send("USER " + user); err != nil {
-		return "", err
+		return Login{}, err
 	}
 	if _, err := c.reply("USER", true); err != nil {
-		return "", err
+		return Login{}, err
 	}
 	if err := c.send("PASS " + pass); err != nil {
-		return "", err
+		return Login{}, err
 	}
-	return c.reply("PASS", true)
+	ok, err = c.reply("PASS", true)
+	return Login{OK: ok}, err
 }
 
 // offersPlain asks CAPA (RFC 2449 5) whether SASL PLAIN is offered; a
