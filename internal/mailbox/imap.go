@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+
+	"github.com/tlsguard/tlsguard/internal/mailwire"
 )
 
 // Errors that end an IMAP session before login with "* BYE".
@@ -174,23 +176,24 @@ func (ss *session) imapLogin(tag, name string, args []string) (done bool) {
 	case loginTryLater:
 		return ss.reply(tag+" NO [UNAVAILABLE] Temporary authentication failure, try again later\r\n") != nil
 	}
-	b, untagged, ok, err := imapLogin(context.Background(), ss.srv.cfg.Backend, user, pass)
+	b, login, err := mailwire.LoginIMAP(context.Background(), ss.srv.cfg.Backend.wire(ss.srv.cfg.Backend.IMAP), user, pass)
 	if err != nil {
 		ss.backendFailed(mech, err)
 		return ss.reply(tag+" NO [UNAVAILABLE] Mailbox server unavailable, try again later\r\n") != nil
 	}
+	backend, br := b.Detach()
 	ss.mu.Lock()
-	ss.backend = b.conn
+	ss.backend = backend
 	ss.mu.Unlock()
 	var out strings.Builder
-	for _, l := range untagged {
+	for _, l := range login.Untagged {
 		out.WriteString(filterCaps(l) + "\r\n")
 	}
-	out.WriteString(tag + " " + filterCaps(ok) + "\r\n")
+	out.WriteString(tag + " " + filterCaps(login.OK) + "\r\n")
 	if ss.reply(out.String()) != nil {
 		return true
 	}
-	ss.splice(b.conn, b.r, imapIdle)
+	ss.splice(backend, br, imapIdle)
 	return true
 }
 
@@ -199,7 +202,7 @@ func (ss *session) imapLogin(tag, name string, args []string) (done bool) {
 func (ss *session) backendFailed(mech string, err error) {
 	ss.srv.cfg.Metrics.logins.WithLabelValues(ss.c.Listener, string(ss.c.Protocol), mech, "backend_error").Inc()
 	msg := "mailbox backend unavailable"
-	if errors.Is(err, errBackendRefused) {
+	if errors.Is(err, mailwire.ErrRefused) {
 		msg = "mailbox backend refused a login the auth sources accepted"
 	}
 	ss.srv.log.Error(msg, zap.String("session", ss.c.ID), zap.String("listener", ss.c.Listener),

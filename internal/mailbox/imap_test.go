@@ -106,15 +106,6 @@ func TestDecodePlain(t *testing.T) {
 	}
 }
 
-func TestQuote(t *testing.T) {
-	if got := quote(`a"b\c`); got != `"a\"b\\c"` {
-		t.Errorf("quote = %s", got)
-	}
-	if quotable("pa\r\nss") || quotable("pässword") || !quotable(`p"w`) {
-		t.Error("quotable")
-	}
-}
-
 // copyIdle copies what the reader holds, then everything the connection
 // brings, waiting in between, and ends cleanly at EOF; over TCP (waiting
 // for the socket without a buffer) and over a pipe (one byte, then the

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"strings"
+
+	"github.com/tlsguard/tlsguard/internal/mailwire"
 )
 
 // pop3Caps is the CAPA list (RFC 2449) before login: before TLS only STLS
@@ -147,17 +149,18 @@ func (ss *session) pop3Login(mech, identity, user, pass string) (done bool) {
 	case loginTryLater:
 		return ss.reply("-ERR [SYS/TEMP] Temporary authentication failure, try again later\r\n") != nil
 	}
-	b, ok, err := pop3Login(context.Background(), ss.srv.cfg.Backend, user, pass)
+	b, login, err := mailwire.LoginPOP3(context.Background(), ss.srv.cfg.Backend.wire(ss.srv.cfg.Backend.POP3), user, pass)
 	if err != nil {
 		ss.backendFailed(mech, err)
 		return ss.reply("-ERR [SYS/TEMP] Mailbox server unavailable, try again later\r\n") != nil
 	}
+	backend, br := b.Detach()
 	ss.mu.Lock()
-	ss.backend = b.conn
+	ss.backend = backend
 	ss.mu.Unlock()
-	if ss.reply(ok+"\r\n") != nil {
+	if ss.reply(login.OK+"\r\n") != nil {
 		return true
 	}
-	ss.splice(b.conn, b.r, pop3Idle)
+	ss.splice(backend, br, pop3Idle)
 	return true
 }

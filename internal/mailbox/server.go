@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tlsguard/tlsguard/internal/auth"
+	"github.com/tlsguard/tlsguard/internal/mailwire"
 )
 
 // Protocol is what a mailbox listener speaks.
@@ -44,8 +45,9 @@ const (
 )
 
 // Sizes that bound a session's memory: a command line (and the buffer of
-// each leg's reader, through which bytes are copied after login) and a
-// literal (LOGIN's user or password).
+// the client leg's reader, through which bytes are copied after login; the
+// backend leg's is internal/mailwire's, as large) and a literal (LOGIN's
+// user or password).
 const (
 	maxLine    = 4096
 	maxLiteral = 1024
@@ -64,6 +66,11 @@ type BackendConfig struct {
 	TLSConfig *tls.Config
 	// Timeout bounds the connection, the greeting and each login command.
 	Timeout time.Duration
+}
+
+// wire is the leg to addr, for internal/mailwire's logins.
+func (b BackendConfig) wire(addr string) mailwire.Config {
+	return mailwire.Config{Address: addr, TLS: b.TLS, TLSConfig: b.TLSConfig, Timeout: b.Timeout}
 }
 
 // Config is what a Server needs; every duration must be set.

@@ -63,14 +63,24 @@ type Conn struct {
 	nc      net.Conn
 	r       *bufio.Reader
 	timeout time.Duration
+	maxLine int
 	out     []byte // scratch for building lines
 }
 
 // New wraps nc; every read and write gets timeout as its own deadline (0:
 // the caller manages deadlines).
 func New(nc net.Conn, timeout time.Duration) *Conn {
-	return &Conn{nc: nc, r: bufio.NewReaderSize(nc, 4096), timeout: timeout}
+	return &Conn{nc: nc, r: bufio.NewReaderSize(nc, 4096), timeout: timeout, maxLine: maxLine}
 }
+
+// SetMaxLine sets the longest line a read accepts, its line ending
+// included (64 KiB by default), for a protocol whose lines are shorter.
+func (c *Conn) SetMaxLine(n int) { c.maxLine = n }
+
+// Reader is the buffered reader underneath, holding what the peer sent
+// that was not read yet, for a caller that copies the rest of the stream
+// itself.
+func (c *Conn) Reader() *bufio.Reader { return c.r }
 
 // NetConn is the connection underneath: TLS after StartTLS or Upgrade.
 func (c *Conn) NetConn() net.Conn { return c.nc }
@@ -123,15 +133,15 @@ func (c *Conn) readLine() ([]byte, error) {
 	l, err := c.r.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
 		long := append([]byte(nil), l...)
-		for errors.Is(err, bufio.ErrBufferFull) && len(long) <= maxLine {
+		for errors.Is(err, bufio.ErrBufferFull) && len(long) <= c.maxLine {
 			c.Arm()
 			l, err = c.r.ReadSlice('\n')
 			long = append(long, l...)
 		}
-		if len(long) > maxLine {
-			return nil, ErrLineTooLong
-		}
 		l = long
+	}
+	if len(l) > c.maxLine {
+		return nil, ErrLineTooLong
 	}
 	if err != nil {
 		return nil, err
